@@ -1,0 +1,242 @@
+"""Declared capabilities of every watch type, rule kind and channel type.
+
+The config loader validates against these tables; the modules that implement each kind
+(``sources``, ``rules``, ``channels``) register their code under the same names, and a
+meta-test checks the two agree. Adding a kind starts here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One config key: its value type and whether it must be present.
+
+    ``type`` is one of: str, int, positive_int, percent (int 0..100), decimal (non-negative
+    Decimal from a string or number), duration (``15m``), bool, str_list, int_list, str_map,
+    regex, region, cron, hhmm_range (``"23:00-07:00"``), timezone.
+    """
+
+    type: str
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchType:
+    name: str
+    provider: str
+    doc: str
+    params: dict[str, Param]
+    tracks_stock: bool
+
+
+_SCHEDULE = {
+    "every": Param("duration", doc="poll interval, e.g. 15m (exactly one of every / cron)"),
+    "cron": Param("cron", doc='5-field crontab, e.g. "*/15 * * * *"'),
+    "max_pages": Param("positive_int", doc="upstream pages one poll may read (default 5)"),
+    "missing_after": Param(
+        "positive_int", doc="complete polls a product must be absent to count removed (default 2)"
+    ),
+    "notify_failures_after": Param(
+        "positive_int", doc="consecutive failed polls before a watch_failing notice (default 3)"
+    ),
+}
+
+WATCH_TYPES: dict[str, WatchType] = {
+    t.name: t
+    for t in (
+        WatchType(
+            "store",
+            "socialfetch",
+            "Every product of a TikTok Shop store (Social Fetch).",
+            {
+                "url": Param("str", required=True, doc="public store URL"),
+                "region": Param("region", doc="Social Fetch region code (default US)"),
+                **_SCHEDULE,
+            },
+            tracks_stock=True,
+        ),
+        WatchType(
+            "showcase",
+            "socialfetch",
+            "Products in a creator's profile showcase (Social Fetch).",
+            {
+                "handle": Param("str", required=True, doc="TikTok handle, without @"),
+                "region": Param("str", doc="free-text region code"),
+                **_SCHEDULE,
+            },
+            tracks_stock=True,
+        ),
+        WatchType(
+            "search",
+            "socialfetch",
+            "Results of a TikTok Shop product search (Social Fetch).",
+            {
+                "query": Param("str", required=True, doc="search text"),
+                "region": Param("region", doc="Social Fetch region code"),
+                **_SCHEDULE,
+            },
+            tracks_stock=False,
+        ),
+        WatchType(
+            "top_products",
+            "keyapi",
+            "A KeyAPI top-products category ranking (category aggregates, no prices).",
+            {
+                "category_id": Param("str", doc="ecom_category_id (third-level category)"),
+                "keyword": Param("str", doc="search_keyword"),
+                "time_scope": Param("str", doc="KeyAPI time_scope"),
+                "region": Param("str", doc="free text; KeyAPI default is all_regions"),
+                **_SCHEDULE,
+            },
+            tracks_stock=False,
+        ),
+    )
+}
+
+WATCH_COMMON = {"id": Param("str", required=True), "type": Param("str", required=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleKind:
+    name: str
+    doc: str
+    params: dict[str, Param]
+    # watch types it may name; None = all
+    watch_types: frozenset[str] | None = None
+
+
+RULE_KINDS: dict[str, RuleKind] = {
+    k.name: k
+    for k in (
+        RuleKind(
+            "price_drop",
+            "Price fell since the last poll (by min_percent and/or min_amount).",
+            {
+                "min_percent": Param("decimal", doc="minimum drop in percent (default 0)"),
+                "min_amount": Param("decimal", doc="minimum drop in currency units"),
+            },
+            frozenset({"store", "showcase", "search"}),
+        ),
+        RuleKind(
+            "price_below",
+            "Price crosses to <= target, or a product appears already at or below it.",
+            {"target": Param("decimal", required=True, doc='price, e.g. "30.00"')},
+            frozenset({"store", "showcase", "search"}),
+        ),
+        RuleKind(
+            "discount_at_least",
+            "Discount crosses to >= percent.",
+            {"percent": Param("percent", required=True, doc="0..100")},
+            frozenset({"store", "showcase", "search"}),
+        ),
+        RuleKind("new_item", "A product appears that the watch never had.", {}),
+        RuleKind(
+            "rank_jump",
+            "Rank improved by min_positions, and/or the product entered the top N.",
+            {
+                "min_positions": Param("positive_int", doc="places gained since last poll"),
+                "top": Param("positive_int", doc="new rank must be <= top"),
+            },
+        ),
+        RuleKind(
+            "out_of_stock",
+            "A store or showcase product was removed (after missing_after polls).",
+            {},
+            frozenset({"store", "showcase"}),
+        ),
+        RuleKind(
+            "back_in_stock",
+            "A removed store or showcase product returned.",
+            {},
+            frozenset({"store", "showcase"}),
+        ),
+        RuleKind(
+            "lowest_price",
+            "Price is strictly below every other price recorded in window.",
+            {"window": Param("duration", doc="look-back window (default 30d)")},
+            frozenset({"store", "showcase", "search"}),
+        ),
+    )
+}
+
+RULE_COMMON = {
+    "id": Param("str", required=True),
+    "when": Param("str", required=True),
+    "notify": Param("str_list", required=True, doc="channel ids"),
+    "watches": Param("str_list", doc="watch ids (default: every watch)"),
+    "match": Param("map", doc="title regex, min_price, max_price, min_rating, product_ids"),
+    "cooldown": Param("duration", doc="same rule+watch+product alerts at most once per (6h)"),
+    "template": Param("str", doc="message text override"),
+}
+
+MATCH_PARAMS = {
+    "title": Param("regex"),
+    "min_price": Param("decimal"),
+    "max_price": Param("decimal"),
+    "min_rating": Param("decimal"),
+    "product_ids": Param("str_list"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelType:
+    name: str
+    doc: str
+    params: dict[str, Param]
+
+
+_DELIVERY = {
+    "max_attempts": Param("positive_int", doc="deliveries before an alert is dead (default 8)"),
+    "group_over": Param("positive_int", doc="more alerts than this per poll → one digest (5)"),
+    "quiet_hours": Param("hhmm_range", doc='"23:00-07:00": hold alerts, then one digest'),
+    "timezone": Param("timezone", doc="IANA zone for quiet_hours (default UTC)"),
+}
+
+CHANNEL_TYPES: dict[str, ChannelType] = {
+    c.name: c
+    for c in (
+        ChannelType(
+            "telegram",
+            "Messages to Telegram chats through a bot.",
+            {
+                "token": Param("str", required=True, doc="bot token"),
+                "base_url": Param("str", doc="Bot API base, e.g. http://127.0.0.1:8081/bot"),
+                "chat_ids": Param("int_list", doc="chats that always receive this channel"),
+                "admins": Param("int_list", doc="user ids allowed admin commands"),
+                "allow_subscribe": Param("bool", doc="other chats may /subscribe (true)"),
+                **_DELIVERY,
+            },
+        ),
+        ChannelType(
+            "webhook",
+            "JSON POST, optionally HMAC-SHA256 signed.",
+            {
+                "url": Param("str", required=True),
+                "secret": Param("str", doc="HMAC-SHA256 signing secret"),
+                "headers": Param("str_map", doc="extra request headers"),
+                "timeout": Param("duration", doc="per request (default 10s)"),
+                **_DELIVERY,
+            },
+        ),
+        ChannelType(
+            "console",
+            "Prints alerts to standard output.",
+            {"group_over": _DELIVERY["group_over"]},
+        ),
+    )
+}
+
+CHANNEL_COMMON = {"type": Param("str", required=True)}  # channels are a map keyed by id
+
+PROVIDER_PARAMS = {
+    "api_key": Param("str", required=True),
+    "base_url": Param("str"),
+    "max_concurrency": Param("positive_int", doc="in-flight requests (default 4)"),
+    "requests_per_second": Param("positive_number", doc="rate limit (default 5)"),
+    "daily_credit_budget": Param("positive_int", doc="credits per UTC day, then polls stop"),
+}
+PROVIDERS = ("socialfetch", "keyapi")
