@@ -11,7 +11,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-SOCIALFETCH_REGIONS = ["US", "GB", "DE", "FR", "IT", "ID", "MY", "MX", "PH", "SG", "ES", "TH", "VN", "BR", "JP", "IE"]
+SOCIALFETCH_REGIONS = (
+    "US", "GB", "DE", "FR", "IT", "ID", "MY", "MX",
+    "PH", "SG", "ES", "TH", "VN", "BR", "JP", "IE",
+)  # fmt: skip
 
 DEFAULT_BASE_URLS = {
     "socialfetch": "https://api.socialfetch.dev",
