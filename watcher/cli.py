@@ -1,0 +1,231 @@
+"""The command line: ``watcher check | once | demo | history | alerts``.
+
+Exit status: 0 when the command ran, 2 on a config error, 1 on any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger("watcher")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="watcher",
+        description="Watch TikTok Shop stores, showcases, searches and rankings; alert on changes.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, *, config: bool = True, db: bool = True) -> None:
+        if config:
+            sp.add_argument("-c", "--config", default="rules.yaml", help="config file (rules.yaml)")
+        if db:
+            sp.add_argument("--db", help="database URL (default $WATCHER_DB or ./watcher.db)")
+        sp.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+
+    sp = sub.add_parser("check", help="validate the config and exit 0 or 2")
+    common(sp, db=False)
+
+    sp = sub.add_parser("once", help="poll every watch once, deliver alerts, exit")
+    common(sp)
+    sp.add_argument(
+        "--dry-run", action="store_true", help="print what would fire; store nothing but credits"
+    )
+
+    sp = sub.add_parser("demo", help="run against a built-in simulated API; no keys needed")
+    common(sp, config=False)
+    sp.add_argument("--cycles", type=int, default=0, help="stop after N poll cycles (0: forever)")
+    sp.add_argument("--interval", type=float, default=3.0, help="seconds between cycles (3)")
+
+    sp = sub.add_parser("history", help="price history of a product")
+    common(sp, config=False)
+    sp.add_argument("product_id")
+
+    sp = sub.add_parser("alerts", help="recent alerts and their delivery state")
+    common(sp, config=False)
+    sp.add_argument("--failed", action="store_true", help="only alerts with a dead delivery")
+    sp.add_argument("--limit", type=int, default=20)
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for issue in exc.issues:
+        print(str(issue), file=sys.stderr)
+    n = len(exc.issues)
+    print(f"{n} error{'s' if n != 1 else ''} in config; nothing was run", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "check":
+            cfg = _load(args.config)
+            print(
+                f"ok: {cfg.path}: {len(cfg.watches)} watches, {len(cfg.rules)} rules, "
+                f"{len(cfg.channels)} channels"
+            )
+            return EXIT_OK
+        if args.command == "once":
+            cfg = _load(args.config)
+            return asyncio.run(_once(cfg, args.db, dry_run=args.dry_run))
+        if args.command == "demo":
+            return asyncio.run(_demo(args.db, cycles=args.cycles, interval=args.interval))
+        if args.command == "history":
+            return _history(args.db, args.product_id)
+        if args.command == "alerts":
+            return _alerts(args.db, failed=args.failed, limit=args.limit)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: one line, exit 1, no traceback
+        log.debug("failure", exc_info=True)
+        print(f"watcher: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_FAILURE
+
+
+# ---------------------------------------------------------------- once
+
+
+async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
+    from .runtime import Runtime
+
+    rt = Runtime(cfg, db, dry_run=dry_run)
+    try:
+        outcomes = await rt.poll_all(progress=sys.stderr)
+        for o in outcomes:
+            for err in o.errors:
+                print(f"{o.watch_id}: {err}", file=sys.stderr)
+        if dry_run:
+            fired = [a for o in outcomes for a in o.alerts]
+            for a in fired:
+                print(f"would fire [{a.kind}] {a.rule_id or 'notice'} · {a.watch_id}: {a.message}")
+            print(f"dry run: {len(fired)} alerts would fire; nothing stored", file=sys.stderr)
+            return EXIT_OK
+        done = await rt.dispatcher.drain(30.0)
+        if not done:
+            print(
+                "some deliveries are still pending; the next `watcher once` or `watcher run` "
+                "retries them",
+                file=sys.stderr,
+            )
+        return EXIT_OK
+    finally:
+        await rt.close()
+
+
+# ---------------------------------------------------------------- demo
+
+
+async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
+    from .runtime import Runtime
+    from .simulator import start_simulator
+
+    sim = await start_simulator()
+    os.environ["WATCHER_SIM_URL"] = sim.base_url
+    tmpdir = None
+    if db is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="watcher-demo-")
+        db = f"sqlite:///{Path(tmpdir.name) / 'demo.db'}"
+    demo_yaml = resources.files("watcher").joinpath("demo.yaml")
+    with resources.as_file(demo_yaml) as path:
+        cfg = load_config(path)
+    print(f"watcher demo: simulated API at {sim.base_url}, database {db}", flush=True)
+    print("first poll stores a baseline (no alerts); the simulated shops then change\n", flush=True)
+    rt = Runtime(cfg, db)
+    n = 0
+    try:
+        while True:
+            n += 1
+            outcomes = await rt.poll_all()
+            alerts = sum(len(o.alerts) for o in outcomes)
+            await rt.dispatcher.drain(min(interval, 5.0))
+            print(
+                f"--- cycle {n}: "
+                + "; ".join(f"{o.watch_id} {o.status}" for o in outcomes)
+                + f"; {alerts} alerts",
+                flush=True,
+            )
+            if cycles and n >= cycles:
+                return EXIT_OK
+            sim.simulator.step()
+            await asyncio.sleep(interval)
+    finally:
+        await rt.close()
+        await sim.close()
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+# ---------------------------------------------------------------- history and alerts
+
+
+def _history(db: str | None, product_id: str) -> int:
+    from .store import Store
+
+    store = Store(db)
+    rows = store.product_history(product_id)
+    if not rows:
+        print(f"watcher: no history for product {product_id}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{'when (UTC)':<20} {'watch':<20} {'price':>10} {'disc':>5} {'rank':>5} {'sold':>10}")
+    for r in rows:
+        state = "" if r.present else "  (gone)"
+        print(
+            f"{r.at:%Y-%m-%d %H:%M:%S} {r.watch_id:<20} {r.price or '-':>10} "
+            f"{'' if r.discount_percent is None else str(r.discount_percent) + '%':>5} "
+            f"{'' if r.rank is None else r.rank:>5} {'' if r.sold is None else r.sold:>10}{state}"
+        )
+    return EXIT_OK
+
+
+def _alerts(db: str | None, *, failed: bool, limit: int) -> int:
+    from .store import Store
+
+    store = Store(db)
+    for alert, deliveries in store.recent_alerts(limit=limit, failed=failed):
+        states = ", ".join(
+            f"{d.channel}{':' + d.target if d.target else ''}={d.status}"
+            + (f" ({d.attempts} attempts: {d.last_error})" if d.status != "sent" and d.last_error else "")
+            for d in deliveries
+        )
+        print(
+            f"{alert.detected_at:%Y-%m-%d %H:%M:%S} {alert.alert_id[:12]} [{alert.kind}] "
+            f"{alert.rule_id or '-'} {alert.watch_id or '-'} "
+            f"{alert.product.id if alert.product else ''} → {states or 'no channel'}"
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Drains the outbox: claim what is due → send → mark sent, or back off, or mark dead.
+
+A delivery is marked sent only after the channel confirmed it, so a crash between the two
+repeats it (at-least-once); receivers drop repeats by ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .channels import Channel
+from .errors import DeliveryError
+from .models import Alert
+from .store import DeliveryRow, Store
+
+log = logging.getLogger("watcher.dispatch")
+
+BACKOFF_BASE = 1.0  # seconds; attempt n waits about base * 2**n, jittered
+BACKOFF_CAP = 3600.0
+
+
+def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter in [0.5, 1.0] of the step, so retries spread out."""
+    step = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
+    return step * (0.5 + rand() / 2)
+
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+class Dispatcher:
+    """Sends due deliveries through their channels; one instance per process."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.clock = clock
+        self.sleep = sleep
+        self.rand = rand
+        self.stats = DispatchStats()
+        self._lock = asyncio.Lock()
+
+    async def deliver_due(self) -> int:
+        """One pass over everything due now; returns how many deliveries were attempted."""
+        async with self._lock:
+            due = await asyncio.to_thread(
+                self.store.due_deliveries, self.clock(), list(self.channels)
+            )
+            if not due:
+                return 0
+            groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
+            for row, alert in due:
+                groups[(row.channel, row.target)].append((row, alert))
+            await asyncio.gather(*(self._send_group(k, v) for k, v in groups.items()))
+            return len(due)
+
+    async def _send_group(
+        self, key: tuple[str, str], items: list[tuple[DeliveryRow, Alert]]
+    ) -> None:
+        channel = self.channels[key[0]]
+        by_batch: dict[str, list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
+        for item in items:
+            by_batch[item[1].batch].append(item)
+        for batch in by_batch.values():
+            if len(batch) > channel.config.group_over:
+                await self._send(channel, key[1], batch)
+            else:
+                for item in batch:
+                    await self._send(channel, key[1], [item])
+
+    async def _send(
+        self, channel: Channel, target: str, items: Sequence[tuple[DeliveryRow, Alert]]
+    ) -> None:
+        ids = [row.id for row, _ in items if row.id is not None]
+        alerts = [alert for _, alert in items]
+        try:
+            await channel.send(target, alerts)
+        except DeliveryError as exc:
+            attempts = max(row.attempts for row, _ in items) + 1
+            dead = not exc.retryable or attempts >= channel.config.max_attempts
+            delay = backoff_delay(attempts - 1, self.rand)
+            if exc.retry_after is not None:
+                delay = max(exc.retry_after, 0.0)
+            next_at = None if dead else self.clock() + timedelta(seconds=delay)
+            await asyncio.to_thread(
+                self.store.mark_failed, ids, error=str(exc), dead=dead, next_attempt_at=next_at
+            )
+            if dead:
+                self.stats.dead += len(ids)
+                log.error(
+                    "channel=%s target=%s alerts=%s dead after %d attempts: %s",
+                    channel.id,
+                    target or "-",
+                    ",".join(a.alert_id for a in alerts),
+                    attempts,
+                    exc,
+                )
+            else:
+                self.stats.failed += len(ids)
+                log.warning(
+                    "channel=%s target=%s alerts=%s attempt %d failed, retry in %.1fs: %s",
+                    channel.id,
+                    target or "-",
+                    ",".join(a.alert_id for a in alerts),
+                    attempts,
+                    delay,
+                    exc,
+                )
+            return
+        await asyncio.to_thread(self.store.mark_sent, ids, self.clock())
+        self.stats.sent += len(ids)
+        log.info(
+            "channel=%s target=%s sent alerts=%s",
+            channel.id,
+            target or "-",
+            ",".join(a.alert_id for a in alerts),
+        )
+
+    async def drain(self, budget: float) -> bool:
+        """Deliver until nothing is pending or ``budget`` seconds passed; True if all done.
+
+        Waits for retries that come due within the budget (``watcher once``: 30 s).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        while True:
+            await self.deliver_due()
+            nxt = await asyncio.to_thread(self.store.next_due, list(self.channels))
+            if nxt is None:
+                return True
+            wait = (nxt - self.clock()).total_seconds()
+            if loop.time() + max(wait, 0) > deadline:
+                return False
+            if wait > 0:
+                await self.sleep(wait)
+
+    async def close(self) -> None:
+        for ch in self.channels.values():
+            await ch.close()

@@ -1,0 +1,59 @@
+"""Wires one process together: store, credit meter, provider clients, pipeline, channels.
+
+``watcher once``, ``watcher demo`` and the daemon share it, so each long-lived resource
+(one aiohttp session per provider, one per webhook) exists once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TextIO
+
+from .channels import build_channels
+from .config import Config
+from .dispatch import Dispatcher
+from .pipeline import CreditMeter, Pipeline, PollOutcome
+from .sources.client import ProviderClient
+from .store import Store
+
+
+class Runtime:
+    def __init__(self, config: Config, db: str | None, *, dry_run: bool = False) -> None:
+        self.config = config
+        self.store = Store(db)
+        self.meter = CreditMeter(
+            self.store, {n: p.daily_credit_budget for n, p in config.providers.items()}
+        )
+        self.clients = {
+            name: ProviderClient(
+                pcfg,
+                on_credits=self.meter.record,
+                credits_left=lambda n=name: self.meter.left(n),
+            )
+            for name, pcfg in config.providers.items()
+        }
+        self.pipeline = Pipeline(config, self.store, self.clients, self.meter, dry_run=dry_run)
+        self.dispatcher = Dispatcher(self.store, build_channels(config))
+
+    async def poll_all(
+        self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None
+    ) -> list[PollOutcome]:
+        """Poll watches concurrently (the provider clients bound concurrency and rate)."""
+        watches = [
+            w for w in self.config.watches.values() if watch_ids is None or w.id in watch_ids
+        ]
+
+        async def one(w) -> PollOutcome:
+            outcome = await self.pipeline.poll(w)
+            if progress is not None:
+                print(outcome.summary(), file=progress, flush=True)
+            return outcome
+
+        return list(await asyncio.gather(*(one(w) for w in watches)))
+
+    async def close(self) -> None:
+        await self.dispatcher.close()
+        for client in self.clients.values():
+            await client.close()
+        self.store.close()

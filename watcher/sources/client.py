@@ -1,0 +1,390 @@
+"""The only code that talks to the paid data APIs: paging, retries, rate limits, credits.
+
+One ``ProviderClient`` per provider owns one aiohttp session, a concurrency limit and a rate
+limit (spec section 9). ``poll`` turns upstream trouble into an incomplete ``PollResult`` with
+a readable error; only ``PaymentRequired`` (the provider must pause) and
+``ProviderUnavailable`` (the daily budget forbids the first request) escape it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from watcher.config import ProviderConfig, WatchConfig
+from watcher.errors import FetchError, PaymentRequired, ProviderUnavailable
+from watcher.models import PollResult, Product
+from watcher.sources.normalise import MalformedPayload, ParsedPage, assign_ranks
+from watcher.sources.specs import PROVIDERS, SOURCES, ProviderSpec, Request, SourceSpec
+
+__all__ = ["MAX_ATTEMPTS", "RETRYABLE_STATUSES", "USER_AGENT", "ProviderClient"]
+
+log = logging.getLogger("watcher.sources")
+
+USER_AGENT = "watcher/0.1"
+MAX_ATTEMPTS = 3  # in all, first try included (spec section 9)
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503})
+MAX_RETRY_AFTER = 60.0
+_MESSAGE_LIMIT = 200
+
+CreditsCallback = Callable[[str, int], None]
+CreditsLeft = Callable[[], int | None]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Credits recorded during one poll (a client serves many polls at once)."""
+
+    credits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    reason: str | None
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class _BudgetStop(Exception):
+    """The daily budget forbids the next request of a poll that already spent credits."""
+
+    def __init__(self, last_error: FetchError | None) -> None:
+        super().__init__("daily credit budget spent")
+        self.last_error = last_error
+
+
+_NOT_JSON = object()
+
+
+def _decode(body: bytes) -> Any:
+    """JSON with exact decimals, or ``_NOT_JSON`` (HTML error pages, truncated bodies)."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _phrase(status: int, reason: str | None = None) -> str:
+    if reason:
+        return reason
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), capped at 60; else None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class ProviderClient:
+    """Fetches pages of every watch of one provider.
+
+    Args:
+        provider: the provider's config (key, base URL, concurrency, rate).
+        on_credits: called ``(provider, credits)`` after every attempt, with
+            ``meta.creditsCharged`` or else the documented price.
+        credits_left: remaining daily budget, or None for unlimited; a request whose
+            documented price exceeds it is not sent.
+        backoff_base: first retry delay bound in seconds (full jitter, doubling).
+        timeout: total seconds per request.
+        sleep: awaited for backoff delays (tests inject a recorder).
+        random: returns a float in [0, 1) for jitter.
+    """
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        *,
+        on_credits: CreditsCallback | None = None,
+        credits_left: CreditsLeft | None = None,
+        backoff_base: float = 0.5,
+        timeout: float = 30,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if provider.name not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider.name!r}")
+        self._config = provider
+        self._spec: ProviderSpec = PROVIDERS[provider.name]
+        self._on_credits = on_credits
+        self._credits_left = credits_left
+        self._backoff_base = backoff_base
+        self._timeout = timeout
+        self._sleep = sleep
+        self._random = random
+        self._base_url = provider.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._limiter: AsyncLimiter | None = None
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ProviderClient({self.name!r}, base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session; a later request opens a new one."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        """Create the session and limits lazily, inside the running loop they belong to."""
+        if self._session is None or self._session.closed:
+            rate = self._config.requests_per_second
+            self._semaphore = asyncio.Semaphore(self._config.max_concurrency)
+            # a leaky bucket cannot hold less than one request: stretch the period instead
+            self._limiter = AsyncLimiter(rate, 1) if rate >= 1 else AsyncLimiter(1, 1 / rate)
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT, **self._spec.auth(self._config.api_key)},
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._session
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self, watch: WatchConfig) -> PollResult:
+        """Read up to ``watch.max_pages`` pages and rank the products across them.
+
+        Raises:
+            PaymentRequired: upstream answered 402; the caller pauses the provider.
+            ProviderUnavailable: the daily budget forbids even the first request.
+        """
+        source = SOURCES[watch.type]
+        if source.provider != self.name:
+            raise ValueError(f"watch {watch.id!r} ({watch.type}) is not served by {self.name}")
+        tally = _Tally()
+        pages: list[tuple[Product, ...]] = []
+        errors: list[str] = []
+        complete, exhausted, not_found = True, False, False
+        request = source.first_request(watch)
+        for page_no in range(1, watch.max_pages + 1):
+            try:
+                page = await self._fetch_page(source, request, first=page_no == 1, tally=tally)
+            except _BudgetStop as stop:
+                complete = False
+                if stop.last_error is not None:
+                    errors.append(self._failure(watch, page_no, stop.last_error, budget=True))
+                break
+            except PaymentRequired:
+                raise
+            except FetchError as error:
+                complete = False
+                errors.append(self._failure(watch, page_no, error))
+                break
+            if page.not_found:
+                not_found, exhausted = True, True
+                break
+            pages.append(page.products)
+            if not page.has_more or page.next is None or not page.products:
+                exhausted = True
+                break
+            request = source.next_request(watch, page.next)
+        return PollResult(
+            products=assign_ranks(pages),
+            complete=complete,
+            exhausted=exhausted,
+            not_found=not_found,
+            errors=tuple(errors),
+            pages=len(pages) + (1 if not_found else 0),
+            credits=tally.credits,
+        )
+
+    def _failure(
+        self, watch: WatchConfig, page_no: int, error: FetchError, *, budget: bool = False
+    ) -> str:
+        """One line naming the watch, the page, what went wrong and the request id."""
+        message = f"{watch.type} {watch.id} page {page_no}: {error}"
+        if error.request_id:
+            message += f" (request {error.request_id})"
+        if budget:
+            message += "; not retried: daily credit budget spent"
+        level = logging.WARNING
+        if isinstance(error, MalformedPayload):
+            log.log(level, "malformed upstream payload: %s", message)
+        else:
+            log.log(level, "page failed: %s", message)
+        return message
+
+    async def _fetch_page(
+        self, source: SourceSpec, request: Request, *, first: bool, tally: _Tally
+    ) -> ParsedPage:
+        """One page with retries; raises the last ``FetchError`` when it cannot be read."""
+        last_error: FetchError | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            left = self._credits_left() if self._credits_left is not None else None
+            if left is not None and left < self._spec.price:
+                if first and attempt == 0:
+                    raise ProviderUnavailable(
+                        f"provider {self.name}: daily credit budget spent "
+                        f"({left} credits left, a request costs {self._spec.price})"
+                    )
+                raise _BudgetStop(last_error)
+            try:
+                return await self._attempt(source, request, tally)
+            except PaymentRequired:
+                raise
+            except FetchError as error:
+                last_error = error
+                if not error.retryable or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                delay = self._delay(attempt, error.retry_after)
+                log.info(
+                    "%s %s: %s, attempt %d of %d, retrying in %.2fs",
+                    self.name,
+                    request.path,
+                    error,
+                    attempt + 1,
+                    MAX_ATTEMPTS,
+                    delay,
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Upstream's ``Retry-After`` when given, else full jitter over a doubling bound."""
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        return self._random() * self._backoff_base * 2**attempt
+
+    def _record(self, tally: _Tally, credits: int) -> None:
+        tally.credits += credits
+        if self._on_credits is not None:
+            self._on_credits(self.name, credits)
+
+    async def _attempt(self, source: SourceSpec, request: Request, tally: _Tally) -> ParsedPage:
+        """One HTTP request → a parsed page, or a ``FetchError`` saying whether to retry."""
+        try:
+            reply = await self._send(request)
+        except TimeoutError as exc:
+            # the request may have reached upstream: assume its documented price
+            self._record(tally, self._spec.charge(None))
+            raise FetchError(f"timed out after {self._timeout:g}s", retryable=True) from exc
+        except aiohttp.ClientConnectorError as exc:
+            self._record(tally, 0)  # nothing was sent
+            raise FetchError(f"cannot connect: {exc}", retryable=True) from exc
+        except aiohttp.ClientError as exc:
+            self._record(tally, self._spec.charge(None))
+            raise FetchError(
+                f"network error: {type(exc).__name__}: {_one_line(str(exc))}".rstrip(": "),
+                retryable=True,
+            ) from exc
+        return self._interpret(source, reply, tally)
+
+    async def _send(self, request: Request) -> _Reply:
+        session = self._open()
+        assert self._semaphore is not None and self._limiter is not None
+        url = URL(self._base_url + request.path, encoded=True)
+        async with self._semaphore, self._limiter:
+            async with session.get(url, params=request.params) as response:
+                body = await response.read()
+                return _Reply(response.status, response.reason, response.headers, body)
+
+    def _interpret(self, source: SourceSpec, reply: _Reply, tally: _Tally) -> ParsedPage:
+        spec = self._spec
+        payload = _decode(reply.body)
+        body = None if payload is _NOT_JSON else payload
+        request_id = spec.request_id(body) or reply.headers.get("x-request-id")
+        http_ok = 200 <= reply.status < 300
+        body_status = spec.body_status(body) if http_ok else None
+        status = body_status or reply.status
+
+        charged = _charged(body)
+        self._record(tally, charged if charged is not None else spec.charge(reply.status))
+
+        if 200 <= status < 300:
+            if payload is _NOT_JSON:
+                snippet = _one_line(reply.body[:60].decode("utf-8", "replace"), 60)
+                raise MalformedPayload(
+                    f"response is not valid JSON (starts {snippet!r})", request_id=request_id
+                )
+            try:
+                return source.parse(payload)
+            except MalformedPayload as error:
+                error.request_id = error.request_id or request_id
+                raise
+
+        if body_status is not None:
+            what = f"HTTP {reply.status} with body code {status} {_phrase(status)}"
+        else:
+            what = f"HTTP {status} {_phrase(status, reply.reason)}"
+        upstream = spec.error_message(body)
+        if status == 402:
+            raise PaymentRequired(
+                f"provider {self.name} is out of credits: {what}"
+                + (f": {_one_line(upstream)}" if upstream else ""),
+                request_id=request_id,
+            )
+        if status == 401:
+            what += f": check the api_key of provider {self.name}"
+        elif upstream:
+            what += f": {_one_line(upstream)}"
+        retryable = status in RETRYABLE_STATUSES
+        return_after = retry_after_seconds(reply.headers.get("Retry-After")) if retryable else None
+        raise FetchError(
+            what,
+            retryable=retryable,
+            status=status,
+            retry_after=return_after,
+            request_id=request_id,
+        )
+
+
+def _charged(body: Any) -> int | None:
+    """``meta.creditsCharged`` when the body carries a sane one."""
+    meta = body.get("meta") if isinstance(body, dict) else None
+    credits = meta.get("creditsCharged") if isinstance(meta, dict) else None
+    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
+        return None
+    return credits

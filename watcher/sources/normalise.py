@@ -1,0 +1,398 @@
+"""Raw upstream JSON pages → ``Product`` tuples. Pure: no I/O, no clock.
+
+Shape mismatches that make a page unusable (no ``data``, products not a list, a product
+without an id, pagination unreadable) raise ``MalformedPayload``; odd *field* values (a price
+"N/A", sold "12k") become ``None`` so one bad field never costs a whole page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from watcher.errors import FetchError
+from watcher.models import Product
+
+__all__ = [
+    "MalformedPayload",
+    "ParsedPage",
+    "assign_ranks",
+    "parse_keyapi_page",
+    "parse_search_page",
+    "parse_showcase_page",
+    "parse_store_page",
+]
+
+
+class MalformedPayload(FetchError):
+    """A 200 body that does not match the documented shape: a failed page, never retried."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message, retryable=False, request_id=request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """One normalised upstream page plus what the client needs to page on and bill.
+
+    ``next`` is the cursor (store, showcase) or next page number (search, KeyAPI);
+    ``credits`` is ``meta.creditsCharged`` when the body carried it.
+    """
+
+    products: tuple[Product, ...]
+    has_more: bool
+    next: str | int | None = None
+    request_id: str | None = None
+    credits: int | None = None
+    not_found: bool = False
+
+
+# --------------------------------------------------------------------------- field helpers
+
+_PERCENT_SIGN = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_BARE_NUMBER = re.compile(r"\s*-?\s*(\d+(?:\.\d+)?)\s*")
+_ONE = Decimal(1)
+_HUNDRED = Decimal(100)
+
+
+def _sub(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A nested optional object, or an empty one when it is null or of the wrong type."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A non-blank string, else None."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _ident(value: Any) -> str | None:
+    """An identifier: a non-blank string or an integer (never a bool)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return _text(value)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A non-negative finite Decimal from a decimal string or a JSON number; else None.
+
+    Numbers go through ``str`` so a float 4.5 becomes Decimal("4.5"), not its binary value.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not number.is_finite() or number < 0:
+        return None
+    return number
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative whole number (int, integral number, or digit string); else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if text.isascii() and text.isdigit() else None
+    number = _decimal(value)
+    if number is None or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
+def _round(value: Decimal) -> int:
+    return int(value.quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
+def _parse_percent(value: Any) -> int | None:
+    """"42%", "-40%", "42" or 42 → 42 (rounded half-up); anything outside 0..100 → None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal):
+        number = _decimal(abs(value))
+    elif isinstance(value, str):
+        match = _PERCENT_SIGN.search(value) or _BARE_NUMBER.fullmatch(value)
+        number = Decimal(match.group(1)) if match else None
+    else:
+        return None
+    if number is None:
+        return None
+    percent = _round(number)
+    return percent if 0 <= percent <= 100 else None
+
+
+def _computed_discount(price: Decimal | None, original: Decimal | None) -> int | None:
+    """Discount from price and original: 0 when equal, None when it would not be a discount.
+
+    ``(original - price) * 100 / original`` keeps exact halves exact (10 → 8.75 is 12.5 → 13).
+    """
+    if price is None or original is None or original <= 0 or price <= 0 or price > original:
+        return None
+    return _round((original - price) * _HUNDRED / original)
+
+
+def _discount(text: Any, price: Decimal | None, original: Decimal | None) -> int | None:
+    parsed = _parse_percent(text)
+    return parsed if parsed is not None else _computed_discount(price, original)
+
+
+# --------------------------------------------------------------------------- shape helpers
+
+
+def _safe_request_id(raw: Any) -> str | None:
+    """Best-effort request id from either provider's envelope, for error messages."""
+    if not isinstance(raw, dict):
+        return None
+    meta = raw.get("meta")
+    if isinstance(meta, dict) and _text(meta.get("requestId")):
+        return meta["requestId"]
+    return _text(raw.get("requestId"))
+
+
+def _meta_credits(body: Mapping[str, Any]) -> int | None:
+    meta = body.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    credits = meta.get("creditsCharged")
+    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
+        return None
+    return credits
+
+
+def _require_object(value: Any, what: str, rid: str | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedPayload(
+            f"{what} is {_describe(value)}, expected an object", request_id=rid
+        )
+    return value
+
+
+def _require_list(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> list[Any]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise MalformedPayload(f"{what} is {_describe(value)}, expected a list", request_id=rid)
+    return value
+
+
+def _require_bool(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> bool:
+    value = obj.get(key)
+    if not isinstance(value, bool):
+        raise MalformedPayload(f"{what} is {_describe(value)}, expected a boolean", request_id=rid)
+    return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "missing or null"
+    return f"a {type(value).__name__}"
+
+
+def _rows(rows: list[Any], what: str, rid: str | None) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Each row as (id-less path for messages, object); a non-object row fails the page."""
+    for index, row in enumerate(rows):
+        path = f"{what}[{index}]"
+        yield path, _require_object(row, path, rid)
+
+
+def _require_id(row: Mapping[str, Any], path: str, rid: str | None) -> str:
+    product_id = _ident(row.get("id"))
+    if product_id is None:
+        raise MalformedPayload(f"{path} has no string or integer id", request_id=rid)
+    return product_id
+
+
+def _socialfetch_envelope(raw: Any) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    rid = _safe_request_id(raw)
+    body = _require_object(raw, "response body", rid)
+    data = _require_object(body.get("data"), "data", rid)
+    return body, data, rid
+
+
+def _cursor_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, str | None]:
+    page = _require_object(data.get("page"), "data.page", rid)
+    has_more = _require_bool(page, "hasMore", "data.page.hasMore", rid)
+    cursor = page.get("nextCursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise MalformedPayload(
+            f"data.page.nextCursor is {_describe(cursor)}, expected a string or null",
+            request_id=rid,
+        )
+    return has_more, cursor or None
+
+
+def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int | None]:
+    page = _require_object(data.get("page"), "data.page", rid)
+    has_more = _require_bool(page, "hasMore", "data.page.hasMore", rid)
+    raw_next = page.get("nextPage")
+    next_page = _count(raw_next)
+    if raw_next is not None and not next_page:
+        raise MalformedPayload(
+            f"data.page.nextPage is {raw_next!r}, expected a page number or null", request_id=rid
+        )
+    return has_more, next_page
+
+
+# --------------------------------------------------------------------------- product mapping
+
+
+def _card_product(
+    row: Mapping[str, Any], product_id: str, fallback_shop: Mapping[str, Any]
+) -> Product:
+    """Store and search share one product card shape."""
+    price = _sub(row, "price")
+    metrics = _sub(row, "metrics")
+    shop = _sub(row, "shop")
+    current = _decimal(price.get("current"))
+    original = _decimal(price.get("original"))
+    image_url = _text(row.get("imageUrl")) or _text(_sub(row, "image").get("url"))
+    return Product(
+        id=product_id,
+        title=_text(row.get("title")),
+        url=_text(row.get("url")),
+        image_url=image_url,
+        currency=_text(price.get("currencyCode")),
+        price=current,
+        original_price=original,
+        discount_percent=_discount(price.get("discountText"), current, original),
+        sold=_count(metrics.get("sold")),
+        rating=_decimal(metrics.get("rating")),
+        reviews=_count(metrics.get("reviews")),
+        shop_id=_ident(shop.get("id")) or _ident(fallback_shop.get("id")),
+        shop_name=_text(shop.get("name")) or _text(fallback_shop.get("name")),
+    )
+
+
+def _showcase_product(row: Mapping[str, Any], product_id: str) -> Product:
+    price = _sub(row, "price")
+    rating = _sub(row, "rating")
+    image = _sub(row, "image")
+    urls = image.get("urls")
+    first_url = next((u for u in urls if _text(u)), None) if isinstance(urls, list) else None
+    sale = _decimal(price.get("salePrice"))
+    original = _decimal(price.get("originalPrice"))
+    return Product(
+        id=product_id,
+        title=_text(row.get("title")),
+        url=_text(row.get("url")),
+        image_url=_text(image.get("url")) or first_url,
+        currency=_text(price.get("currencyCode")),
+        price=sale,
+        original_price=original,
+        discount_percent=_discount(price.get("discountPercent"), sale, original),
+        sold=_count(_sub(row, "sales").get("soldCount")),
+        rating=_decimal(rating.get("score")),
+        reviews=_count(rating.get("reviewCount")),
+        shop_id=_ident(_sub(row, "seller").get("id")),
+    )
+
+
+_CATEGORY_KEYS = ("third_ecom_category", "second_ecom_category", "first_ecom_category")
+
+
+def _keyapi_product(row: Mapping[str, Any], path: str, rid: str | None) -> Product:
+    """KeyAPI rows are category aggregates: identity is the deepest category present."""
+    title = _text(row.get("url_title"))
+    product_id = next(
+        (cid for key in _CATEGORY_KEYS if (cid := _ident(_sub(row, key).get("id")))), title
+    )
+    if product_id is None:
+        raise MalformedPayload(f"{path} has no category id and no url_title", request_id=rid)
+    return Product(id=product_id, title=title, image_url=_text(row.get("cover_url")))
+
+
+# --------------------------------------------------------------------------- page parsers
+
+
+def parse_store_page(raw: Any) -> ParsedPage:
+    """Social Fetch ``GET /v1/tiktok/shop/products``; a ``not_found`` store has no products."""
+    body, data, rid = _socialfetch_envelope(raw)
+    credits = _meta_credits(body)
+    if data.get("lookupStatus") == "not_found":
+        return ParsedPage((), False, None, rid, credits, not_found=True)
+    rows = _require_list(data, "products", "data.products", rid)
+    has_more, cursor = _cursor_paging(data, rid)
+    shop = _sub(data, "shop")
+    products = tuple(
+        _card_product(row, _require_id(row, path, rid), shop)
+        for path, row in _rows(rows, "data.products", rid)
+    )
+    return ParsedPage(products, has_more, cursor, rid, credits)
+
+
+def parse_showcase_page(raw: Any) -> ParsedPage:
+    """Social Fetch ``GET /v1/tiktok/profiles/{handle}/showcase-products``."""
+    body, data, rid = _socialfetch_envelope(raw)
+    rows = _require_list(data, "products", "data.products", rid)
+    has_more, cursor = _cursor_paging(data, rid)
+    products = tuple(
+        _showcase_product(row, _require_id(row, path, rid))
+        for path, row in _rows(rows, "data.products", rid)
+    )
+    return ParsedPage(products, has_more, cursor, rid, _meta_credits(body))
+
+
+def parse_search_page(raw: Any) -> ParsedPage:
+    """Social Fetch ``GET /v1/tiktok/shop/products/search`` (page-numbered)."""
+    body, data, rid = _socialfetch_envelope(raw)
+    rows = _require_list(data, "products", "data.products", rid)
+    has_more, next_page = _number_paging(data, rid)
+    products = tuple(
+        _card_product(row, _require_id(row, path, rid), {})
+        for path, row in _rows(rows, "data.products", rid)
+    )
+    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body))
+
+
+def parse_keyapi_page(raw: Any) -> ParsedPage:
+    """KeyAPI ``GET /v1/tiktok/insights/products``; a body ``code`` ≠ 0 is the client's job.
+
+    The next page is ``pagination.page + 1`` while ``has_more`` is true.
+    """
+    rid = _safe_request_id(raw)
+    body = _require_object(raw, "response body", rid)
+    data = _require_object(body.get("data"), "data", rid)
+    rows = _require_list(data, "list", "data.list", rid)
+    pagination = _require_object(data.get("pagination"), "data.pagination", rid)
+    has_more = _require_bool(pagination, "has_more", "data.pagination.has_more", rid)
+    next_page: int | None = None
+    if has_more:
+        current = _count(pagination.get("page"))
+        if not current:
+            raise MalformedPayload(
+                f"data.pagination.page is {pagination.get('page')!r} while has_more is true",
+                request_id=rid,
+            )
+        next_page = current + 1
+    products = tuple(_keyapi_product(row, path, rid) for path, row in _rows(rows, "data.list", rid))
+    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body))
+
+
+def assign_ranks(pages: Iterable[tuple[Product, ...]]) -> tuple[Product, ...]:
+    """Concatenate pages in upstream order, keep the first of repeated ids, rank from 1.
+
+    Upstream pages can shift between requests, so the same product may appear twice.
+    """
+    seen: set[str] = set()
+    ranked: list[Product] = []
+    for page in pages:
+        for product in page:
+            if product.id in seen:
+                continue
+            seen.add(product.id)
+            ranked.append(replace(product, rank=len(ranked) + 1))
+    return tuple(ranked)
