@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, *, config: bool = True, db: bool = True) -> None:
         if config:
-            sp.add_argument("-c", "--config", default="rules.yaml", help="config file (rules.yaml)")
+            sp.add_argument(
+                "-c", "--config", default="rules.yaml", help="config file (rules.yaml)"
+            )
         if db:
             sp.add_argument("--db", help="database URL (default $WATCHER_DB or ./watcher.db)")
         sp.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -161,7 +163,9 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
     with resources.as_file(demo_yaml) as path:
         cfg = load_config(path)
     print(f"watcher demo: simulated API at {sim.base_url}, database {db}", flush=True)
-    print("first poll stores a baseline (no alerts); the simulated shops then change\n", flush=True)
+    print(
+        "first poll stores a baseline (no alerts); the simulated shops then change\n", flush=True
+    )
     rt = Runtime(cfg, db)
     n = 0
     try:
@@ -216,7 +220,11 @@ def _alerts(db: str | None, *, failed: bool, limit: int) -> int:
     for alert, deliveries in store.recent_alerts(limit=limit, failed=failed):
         states = ", ".join(
             f"{d.channel}{':' + d.target if d.target else ''}={d.status}"
-            + (f" ({d.attempts} attempts: {d.last_error})" if d.status != "sent" and d.last_error else "")
+            + (
+                f" ({d.attempts} attempts: {d.last_error})"
+                if d.status != "sent" and d.last_error
+                else ""
+            )
             for d in deliveries
         )
         print(

@@ -20,7 +20,7 @@ from .diff import diff
 from .errors import PaymentRequired, ProviderUnavailable
 from .models import Alert, AlertDraft, DiffResult, PollResult, Tracked
 from .rules import RuleContext, evaluate
-from .store import PollWrite, Store, naive_utc
+from .store import PollWrite, Store, as_utc
 
 log = logging.getLogger("watcher.pipeline")
 
@@ -87,7 +87,9 @@ class CreditMeter:
 Subscribers = Callable[[str, str | None, str | None], Iterable[int]]
 
 
-def route(config: Config, alert: Alert, subscribers: Subscribers | None = None) -> list[tuple[str, str]]:
+def route(
+    config: Config, alert: Alert, subscribers: Subscribers | None = None
+) -> list[tuple[str, str]]:
     """Which (channel, target) pairs receive an alert: spec sections 6 and 7.
 
     Rule alerts go to the rule's ``notify`` channels (Telegram: ``chat_ids`` plus subscribed
@@ -179,7 +181,7 @@ class Pipeline:
         provider = watch.provider
         now = self.clock()
         pstate = self.store.provider_state(provider)
-        if pstate and pstate.paused_until and naive_utc(now) < pstate.paused_until:
+        if pstate and pstate.paused_until and as_utc(now) < pstate.paused_until:
             return PollOutcome(watch.id, "skipped", errors=(f"{provider} paused (HTTP 402)",))
         state = self.store.ensure_watch(watch.id)
         def_hash = definition_hash(watch)
@@ -209,7 +211,7 @@ class Pipeline:
         alerts: list[Alert] = []
         state_values: dict[str, object] = {
             "def_hash": def_hash,
-            "last_poll_at": naive_utc(now),
+            "last_poll_at": as_utc(now),
             "last_error": result.errors[-1] if failed else None,
             "not_found_episode": False,
         }
@@ -312,7 +314,7 @@ class Pipeline:
                 ]
             return []
         values["consecutive_failures"] = 0
-        values["last_success_at"] = naive_utc(now)
+        values["last_success_at"] = as_utc(now)
         if state.failing_notified:
             values["failing_notified"] = False
             return [
@@ -327,12 +329,14 @@ class Pipeline:
         return []
 
     def _failed(self, watch: WatchConfig, state, result: PollResult, now: datetime) -> PollOutcome:
-        values: dict[str, object] = {"last_poll_at": naive_utc(now), "last_error": result.errors[-1]}
+        values: dict[str, object] = {"last_poll_at": as_utc(now), "last_error": result.errors[-1]}
         alerts = self._health_notices(watch, state, True, result, now, values)
         if not self.dry_run:
             self._store_notices(alerts)
             self.store.update_watch_state(watch.id, **values)
-        return PollOutcome(watch.id, "failed", pages=result.pages, alerts=alerts, errors=result.errors)
+        return PollOutcome(
+            watch.id, "failed", pages=result.pages, alerts=alerts, errors=result.errors
+        )
 
     def _not_found(self, watch: WatchConfig, state, now: datetime) -> PollOutcome:
         alerts: list[Alert] = []
@@ -351,7 +355,7 @@ class Pipeline:
             self.store.update_watch_state(
                 watch.id,
                 not_found_episode=True,
-                last_poll_at=naive_utc(now),
+                last_poll_at=as_utc(now),
                 last_error="store not found",
             )
         return PollOutcome(watch.id, "not_found", alerts=alerts)
@@ -375,7 +379,9 @@ class Pipeline:
             )
         log.error("provider=%s paused until %s: %s", provider, until.isoformat(), message)
         if not self.dry_run:
-            self.store.set_provider_state(provider, paused_until=naive_utc(until), pause_notified=True)
+            self.store.set_provider_state(
+                provider, paused_until=as_utc(until), pause_notified=True
+            )
             self._store_notices(alerts)
         return PollOutcome(watch.id, "skipped", alerts=alerts, errors=(message,))
 
@@ -402,7 +408,7 @@ class Pipeline:
         return PollWrite(
             watch_id=watch.id,
             expected_seq=seq,
-            now=naive_utc(now),
+            now=as_utc(now),
             state=state_values,
             upserts=upserts,
             existing_ids=set(prev),

@@ -1,6 +1,6 @@
 """The database: sqlmodel tables and the only code that opens sessions.
 
-SQLite (WAL) by default, any SQLAlchemy URL otherwise. Datetimes are stored as naive UTC.
+SQLite (WAL) by default, any SQLAlchemy URL otherwise. Datetimes are aware UTC (sqlmodel's UTCDateTime).
 Decimal prices are stored as TEXT so they round-trip exactly on every backend.
 Everything one poll produces (snapshot, history, alerts, deliveries, state) is written in one
 transaction by ``commit_poll``: a crash leaves either all of it or none of it.
@@ -29,12 +29,12 @@ SCHEMA_VERSION = 1
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: what every timestamp column holds."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
-def naive_utc(dt: datetime) -> datetime:
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+def as_utc(dt: datetime) -> datetime:
+    """Aware UTC, as every timestamp column takes and returns (a naive value is UTC)."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 # ---------------------------------------------------------------- tables
@@ -239,7 +239,7 @@ def alert_from_row(row: AlertRow) -> Alert:
         alert_id=row.alert_id,
         kind=row.kind,
         watch_id=row.watch_id,
-        detected_at=row.detected_at.replace(tzinfo=UTC),
+        detected_at=row.detected_at,
         rule_id=row.rule_id,
         product=product_from_json(payload.get("product")),
         previous=product_from_json(payload.get("previous")),
@@ -355,7 +355,7 @@ class Store:
                 .order_by(HistoryRow.at, HistoryRow.id)
             ).all()
         for pid, at, price in rows:
-            out[pid].append(PricePoint(at=at.replace(tzinfo=UTC), price=Decimal(price)))
+            out[pid].append(PricePoint(at=at, price=Decimal(price)))
         return out
 
     def product_history(self, product_id: str) -> list[HistoryRow]:
@@ -382,7 +382,7 @@ class Store:
                 .where(AlertRow.product_id.in_(ids))  # type: ignore[union-attr]
                 .group_by(AlertRow.rule_id, AlertRow.product_id)
             ).all()
-        return {(r, p): at.replace(tzinfo=UTC) for r, p, at in rows}
+        return {(r, p): at for r, p, at in rows}
 
     # ------------------------------------------------------------ the poll commit
 
@@ -458,10 +458,12 @@ class Store:
             self._insert_alerts(s, w.alerts, w.now)
         return True
 
-    def add_alerts(self, alerts: list[tuple[Alert, list[tuple[str, str]]]]) -> int:
+    def add_alerts(
+        self, alerts: list[tuple[Alert, list[tuple[str, str]]]], now: datetime | None = None
+    ) -> int:
         """Store notices outside a poll commit; returns how many were new."""
         with self.session() as s, s.begin():
-            return self._insert_alerts(s, alerts, utcnow())
+            return self._insert_alerts(s, alerts, as_utc(now or utcnow()))
 
     @staticmethod
     def _insert_alerts(
@@ -478,7 +480,7 @@ class Store:
                     rule_id=alert.rule_id,
                     watch_id=alert.watch_id,
                     product_id=alert.product.id if alert.product else None,
-                    detected_at=naive_utc(alert.detected_at),
+                    detected_at=as_utc(alert.detected_at),
                     batch=alert.batch,
                     payload=alert_to_payload(alert),
                 )
@@ -507,7 +509,7 @@ class Store:
                 select(DeliveryRow, AlertRow)
                 .join(AlertRow, AlertRow.alert_id == DeliveryRow.alert_id)
                 .where(DeliveryRow.status == "pending")
-                .where(DeliveryRow.next_attempt_at <= naive_utc(now))
+                .where(DeliveryRow.next_attempt_at <= as_utc(now))
                 .order_by(DeliveryRow.id)
             )
             if channels is not None:
@@ -522,7 +524,7 @@ class Store:
             if channels is not None:
                 q = q.where(DeliveryRow.channel.in_(list(channels)))  # type: ignore[attr-defined]
             at = s.exec(q).scalar()
-        return at.replace(tzinfo=UTC) if at else None
+        return at if at else None
 
     def mark_sent(self, delivery_ids: Iterable[int], now: datetime) -> None:
         ids = list(delivery_ids)
@@ -530,7 +532,7 @@ class Store:
             s.connection().execute(
                 update(DeliveryRow.__table__)
                 .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(status="sent", sent_at=naive_utc(now), attempts=DeliveryRow.attempts + 1)
+                .values(status="sent", sent_at=as_utc(now), attempts=DeliveryRow.attempts + 1)
             )
 
     def mark_failed(
@@ -548,7 +550,7 @@ class Store:
             "status": "dead" if dead else "pending",
         }
         if next_attempt_at is not None:
-            values["next_attempt_at"] = naive_utc(next_attempt_at)
+            values["next_attempt_at"] = as_utc(next_attempt_at)
         with self.session() as s, s.begin():
             s.connection().execute(
                 update(DeliveryRow.__table__)

@@ -55,6 +55,15 @@ class _Tally:
 
 
 @dataclass(frozen=True, slots=True)
+class _Connection:
+    """The session and the limits that belong to one event loop."""
+
+    session: aiohttp.ClientSession
+    semaphore: asyncio.Semaphore
+    limiter: AsyncLimiter
+
+
+@dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     reason: str | None
@@ -151,9 +160,7 @@ class ProviderClient:
         self._sleep = sleep
         self._random = random
         self._base_url = provider.base_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
-        self._limiter: AsyncLimiter | None = None
+        self._conn: _Connection | None = None
 
     @property
     def name(self) -> str:
@@ -175,22 +182,24 @@ class ProviderClient:
 
     async def close(self) -> None:
         """Close the session; a later request opens a new one."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.session.closed:
+            await conn.session.close()
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> _Connection:
         """Create the session and limits lazily, inside the running loop they belong to."""
-        if self._session is None or self._session.closed:
+        if self._conn is None or self._conn.session.closed:
             rate = self._config.requests_per_second
-            self._semaphore = asyncio.Semaphore(self._config.max_concurrency)
-            # a leaky bucket cannot hold less than one request: stretch the period instead
-            self._limiter = AsyncLimiter(rate, 1) if rate >= 1 else AsyncLimiter(1, 1 / rate)
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT, **self._spec.auth(self._config.api_key)},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            self._conn = _Connection(
+                session=aiohttp.ClientSession(
+                    headers={"User-Agent": USER_AGENT, **self._spec.auth(self._config.api_key)},
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ),
+                semaphore=asyncio.Semaphore(self._config.max_concurrency),
+                # a leaky bucket cannot hold less than one request: stretch the period instead
+                limiter=AsyncLimiter(rate, 1) if rate >= 1 else AsyncLimiter(1, 1 / rate),
             )
-        return self._session
+        return self._conn
 
     # ------------------------------------------------------------------ polling
 
@@ -206,6 +215,7 @@ class ProviderClient:
             raise ValueError(f"watch {watch.id!r} ({watch.type}) is not served by {self.name}")
         tally = _Tally()
         pages: list[tuple[Product, ...]] = []
+        pages_read = 0
         errors: list[str] = []
         complete, exhausted, not_found = True, False, False
         request = source.first_request(watch)
@@ -223,6 +233,7 @@ class ProviderClient:
                 complete = False
                 errors.append(self._failure(watch, page_no, error))
                 break
+            pages_read += 1
             if page.not_found:
                 not_found, exhausted = True, True
                 break
@@ -237,7 +248,7 @@ class ProviderClient:
             exhausted=exhausted,
             not_found=not_found,
             errors=tuple(errors),
-            pages=len(pages) + (1 if not_found else 0),
+            pages=pages_read,
             credits=tally.credits,
         )
 
@@ -250,11 +261,10 @@ class ProviderClient:
             message += f" (request {error.request_id})"
         if budget:
             message += "; not retried: daily credit budget spent"
-        level = logging.WARNING
         if isinstance(error, MalformedPayload):
-            log.log(level, "malformed upstream payload: %s", message)
+            log.warning("malformed upstream payload: %s", message)
         else:
-            log.log(level, "page failed: %s", message)
+            log.warning("page failed: %s", message)
         return message
 
     async def _fetch_page(
@@ -307,6 +317,11 @@ class ProviderClient:
         """One HTTP request → a parsed page, or a ``FetchError`` saying whether to retry."""
         try:
             reply = await self._send(request)
+        except aiohttp.ConnectionTimeoutError as exc:
+            self._record(tally, 0)  # nothing was sent
+            raise FetchError(
+                f"timed out connecting after {self._timeout:g}s", retryable=True
+            ) from exc
         except TimeoutError as exc:
             # the request may have reached upstream: assume its documented price
             self._record(tally, self._spec.charge(None))
@@ -323,13 +338,15 @@ class ProviderClient:
         return self._interpret(source, reply, tally)
 
     async def _send(self, request: Request) -> _Reply:
-        session = self._open()
-        assert self._semaphore is not None and self._limiter is not None
+        conn = self._open()
         url = URL(self._base_url + request.path, encoded=True)
-        async with self._semaphore, self._limiter:
-            async with session.get(url, params=request.params) as response:
-                body = await response.read()
-                return _Reply(response.status, response.reason, response.headers, body)
+        async with (
+            conn.semaphore,
+            conn.limiter,
+            conn.session.get(url, params=request.params) as response,
+        ):
+            body = await response.read()
+            return _Reply(response.status, response.reason, response.headers, body)
 
     def _interpret(self, source: SourceSpec, reply: _Reply, tally: _Tally) -> ParsedPage:
         spec = self._spec
@@ -371,12 +388,12 @@ class ProviderClient:
         elif upstream:
             what += f": {_one_line(upstream)}"
         retryable = status in RETRYABLE_STATUSES
-        return_after = retry_after_seconds(reply.headers.get("Retry-After")) if retryable else None
+        retry_after = retry_after_seconds(reply.headers.get("Retry-After")) if retryable else None
         raise FetchError(
             what,
             retryable=retryable,
             status=status,
-            retry_after=return_after,
+            retry_after=retry_after,
             request_id=request_id,
         )
 

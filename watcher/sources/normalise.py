@@ -120,7 +120,7 @@ def _round(value: Decimal) -> int:
 
 
 def _parse_percent(value: Any) -> int | None:
-    """"42%", "-40%", "42" or 42 → 42 (rounded half-up); anything outside 0..100 → None."""
+    """ "42%", "-40%", "42" or 42 → 42 (rounded half-up); anything outside 0..100 → None."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float | Decimal):
@@ -176,9 +176,7 @@ def _meta_credits(body: Mapping[str, Any]) -> int | None:
 
 def _require_object(value: Any, what: str, rid: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise MalformedPayload(
-            f"{what} is {_describe(value)}, expected an object", request_id=rid
-        )
+        raise MalformedPayload(f"{what} is {_describe(value)}, expected an object", request_id=rid)
     return value
 
 
@@ -378,7 +376,9 @@ def parse_keyapi_page(raw: Any) -> ParsedPage:
                 request_id=rid,
             )
         next_page = current + 1
-    products = tuple(_keyapi_product(row, path, rid) for path, row in _rows(rows, "data.list", rid))
+    products = tuple(
+        _keyapi_product(row, path, rid) for path, row in _rows(rows, "data.list", rid)
+    )
     return ParsedPage(products, has_more, next_page, rid, _meta_credits(body))
 
 

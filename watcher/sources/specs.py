@@ -23,9 +23,9 @@ from watcher.sources.normalise import (
 )
 
 __all__ = [
+    "KEYAPI_PAGE_SIZE",
     "PROVIDERS",
     "SOURCES",
-    "KEYAPI_PAGE_SIZE",
     "ProviderSpec",
     "Request",
     "SourceSpec",

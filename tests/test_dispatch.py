@@ -1,0 +1,183 @@
+"""The outbox drain: sent once, retried with backoff, dead when hopeless, digests on bursts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from watcher.config import ChannelConfig
+from watcher.dispatch import Dispatcher, backoff_delay
+from watcher.errors import DeliveryError
+from watcher.models import Alert, Product
+from watcher.store import Store
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeChannel:
+    """Records sends; fails the first ``failures`` sends with the given error."""
+
+    def __init__(self, cid: str = "hook", *, group_over: int = 5, max_attempts: int = 8) -> None:
+        self.id = cid
+        self.config = ChannelConfig(
+            id=cid,
+            type="webhook",
+            url="http://x",
+            group_over=group_over,
+            max_attempts=max_attempts,
+        )
+        self.sends: list[list[str]] = []
+        self.errors: list[DeliveryError] = []
+
+    async def send(self, target: str, alerts: Sequence[Alert]) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sends.append([a.alert_id for a in alerts])
+
+    async def close(self) -> None:
+        return None
+
+
+def make_alert(i: int, batch: str = "w:1") -> Alert:
+    return Alert(
+        alert_id=f"a{i:03d}",
+        kind="price_drop",
+        watch_id="w",
+        detected_at=T0,
+        rule_id="r",
+        product=Product(id=f"p{i}", title=f"P{i}", price=Decimal("9.99")),
+        message=f"alert {i}",
+        batch=batch,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    yield s
+    s.close()
+
+
+def add(store: Store, *alerts: Alert, channel: str = "hook") -> None:
+    store.add_alerts([(a, [(channel, "")]) for a in alerts], now=T0)
+
+
+def status(store: Store) -> dict[str, int]:
+    return store.delivery_counts()
+
+
+async def test_sent_once_and_marked(store):
+    clock, ch = Clock(), FakeChannel()
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    assert await d.drain(30)
+    assert await d.drain(30)  # nothing left: no second send
+    assert ch.sends == [["a001"]]
+    assert status(store) == {"sent": 1}
+
+
+async def test_storing_the_same_alert_twice_keeps_one_delivery(store):
+    clock, ch = Clock(), FakeChannel()
+    add(store, make_alert(1))
+    add(store, make_alert(1))
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
+    assert ch.sends == [["a001"]]
+
+
+async def test_retryable_failures_back_off_then_deliver_once(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.errors = [DeliveryError("503", retryable=True), DeliveryError("503", retryable=True)]
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep, rand=lambda: 1.0)
+    assert await d.drain(30)
+    assert ch.sends == [["a001"]]
+    # 1 s then 2 s of backoff (jitter pinned to its top)
+    assert clock.now - T0 == timedelta(seconds=3)
+    assert status(store) == {"sent": 1}
+
+
+async def test_retry_after_is_honoured(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.errors = [DeliveryError("429", retryable=True, retry_after=7)]
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep, rand=lambda: 0.0)
+    assert await d.drain(30)
+    assert clock.now - T0 == timedelta(seconds=7)
+
+
+async def test_permanent_failure_is_dead_at_once(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.errors = [DeliveryError("404", retryable=False)]
+    add(store, make_alert(1))
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
+    assert ch.sends == []
+    assert status(store) == {"dead": 1}
+    [(alert, deliveries)] = store.recent_alerts(failed=True)
+    assert alert.alert_id == "a001" and deliveries[0].last_error == "404"
+
+
+async def test_dead_after_max_attempts(store):
+    clock, ch = Clock(), FakeChannel(max_attempts=3)
+    ch.errors = [DeliveryError("503", retryable=True) for _ in range(5)]
+    add(store, make_alert(1))
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(600)
+    assert ch.sends == [] and len(ch.errors) == 2
+    assert status(store) == {"dead": 1}
+
+
+async def test_drain_budget_leaves_later_retries_pending(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.errors = [DeliveryError("503", retryable=True, retry_after=60)]
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    assert not await d.drain(30)
+    assert status(store) == {"pending": 1}
+
+
+@pytest.mark.parametrize(
+    ("n", "group_over", "expected_sends"),
+    [(6, 5, [6]), (5, 5, [1, 1, 1, 1, 1]), (3, 2, [3])],
+    ids=["burst-digest", "at-threshold-single", "small-threshold"],
+)
+async def test_bursts_from_one_poll_become_one_digest(store, n, group_over, expected_sends):
+    clock, ch = Clock(), FakeChannel(group_over=group_over)
+    add(store, *(make_alert(i) for i in range(n)))
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
+    assert [len(s) for s in ch.sends] == expected_sends
+    assert sorted(a for s in ch.sends for a in s) == [f"a{i:03d}" for i in range(n)]
+
+
+async def test_alerts_of_different_polls_are_not_merged(store):
+    clock, ch = Clock(), FakeChannel(group_over=2)
+    add(store, *(make_alert(i, batch="w:1") for i in range(2)))
+    add(store, *(make_alert(i, batch="w:2") for i in range(2, 4)))
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
+    assert [len(s) for s in ch.sends] == [1, 1, 1, 1]
+
+
+async def test_deliveries_for_unbuilt_channels_wait(store):
+    clock, ch = Clock(), FakeChannel()
+    store.add_alerts([(make_alert(1), [("hook", ""), ("tg", "42")])], now=T0)
+    await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
+    assert status(store) == {"sent": 1, "pending": 1}
+
+
+def test_backoff_grows_and_is_capped():
+    assert backoff_delay(0, lambda: 1.0) == 1.0
+    assert backoff_delay(3, lambda: 1.0) == 8.0
+    assert backoff_delay(3, lambda: 0.0) == 4.0
+    assert backoff_delay(40, lambda: 1.0) == 3600.0
