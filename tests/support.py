@@ -75,7 +75,7 @@ class WebhookReceiver:
         """Every accepted alert, digests flattened, in arrival order."""
         out: list[dict[str, Any]] = []
         for body in self.accepted:
-            out.extend(body["alerts"] if "alerts" in body else [body])
+            out.extend(body.get("alerts", [body]))
         return out
 
 

@@ -26,7 +26,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="watcher",
-        description="Watch TikTok Shop stores, showcases, searches and rankings; alert on changes.",
+        description="Watch TikTok Shop stores, showcases, searches and rankings.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -1,6 +1,7 @@
 """The database: sqlmodel tables and the only code that opens sessions.
 
-SQLite (WAL) by default, any SQLAlchemy URL otherwise. Datetimes are aware UTC (sqlmodel's UTCDateTime).
+SQLite (WAL) by default, any SQLAlchemy URL otherwise. Datetimes are aware UTC
+(sqlmodel's UTCDateTime).
 Decimal prices are stored as TEXT so they round-trip exactly on every backend.
 Everything one poll produces (snapshot, history, alerts, deliveries, state) is written in one
 transaction by ``commit_poll``: a crash leaves either all of it or none of it.
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Index, UniqueConstraint, bindparam, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, delete
 
 from .models import Alert, PricePoint, Product, Tracked

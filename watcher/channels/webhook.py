@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -70,7 +69,7 @@ class WebhookChannel:
                     retryable=retryable,
                     retry_after=_retry_after(resp.headers.get("Retry-After")),
                 )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryError(
                 f"webhook {self.id}: {type(exc).__name__}: {exc}", retryable=True
             ) from exc
