@@ -181,3 +181,54 @@ def test_backoff_grows_and_is_capped():
     assert backoff_delay(3, lambda: 1.0) == 8.0
     assert backoff_delay(3, lambda: 0.0) == 4.0
     assert backoff_delay(40, lambda: 1.0) == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("now", "window", "tz", "expected"),
+    [
+        # Berlin is UTC+1 in November: 23:30 local is inside, ends 07:00 local = 06:00 UTC
+        ("2026-11-24T22:30", ("23:00", "07:00"), "Europe/Berlin", "2026-11-25T06:00"),
+        ("2026-11-25T05:59", ("23:00", "07:00"), "Europe/Berlin", "2026-11-25T06:00"),
+        ("2026-11-25T06:00", ("23:00", "07:00"), "Europe/Berlin", None),
+        ("2026-11-24T21:59", ("23:00", "07:00"), "Europe/Berlin", None),
+        ("2026-11-24T10:00", ("09:00", "17:00"), "UTC", "2026-11-24T17:00"),
+        ("2026-11-24T08:59", ("09:00", "17:00"), "UTC", None),
+        ("2026-11-24T10:00", ("09:00", "09:00"), "UTC", None),
+        # summer time: Berlin is UTC+2, 07:00 local = 05:00 UTC
+        ("2026-07-01T01:00", ("23:00", "07:00"), "Europe/Berlin", "2026-07-01T05:00"),
+    ],
+)
+def test_quiet_until(now, window, tz, expected):
+    from watcher.dispatch import quiet_until
+
+    got = quiet_until(datetime.fromisoformat(now).replace(tzinfo=UTC), window, tz)
+    want = None if expected is None else datetime.fromisoformat(expected).replace(tzinfo=UTC)
+    assert got == want
+
+
+async def test_quiet_hours_hold_then_one_digest(store):
+    clock, ch = Clock(), FakeChannel(group_over=5)
+    ch.config = ChannelConfig(
+        id="hook", type="webhook", url="http://x", quiet_hours=("09:00", "11:00"), timezone="UTC"
+    )
+    add(store, make_alert(1, batch="w:1"))
+    add(store, make_alert(2, batch="w:2"))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    await d.deliver_due()
+    assert ch.sends == []  # 10:00 is inside 09:00-11:00
+    assert await d.drain(3 * 3600)
+    assert clock.now == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    assert ch.sends == [["a001", "a002"]]  # two polls' alerts, one digest, when the window ends
+
+
+async def test_muted_chat_gets_one_digest_when_mute_ends(store):
+    clock, ch = Clock(), FakeChannel()
+    store.set_mute("hook", 42, T0 + timedelta(hours=2))
+    store.add_alerts([(make_alert(i, batch=f"w:{i}"), [("hook", "42")]) for i in range(3)], now=T0)
+    store.add_alerts([(make_alert(9), [("hook", "43")])], now=T0)
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    await d.deliver_due()
+    assert ch.sends == [["a009"]]  # the other chat is not muted
+    assert await d.drain(3 * 3600)
+    assert ch.sends[1:] == [["a000", "a001", "a002"]]
+    assert clock.now == T0 + timedelta(hours=2)

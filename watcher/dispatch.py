@@ -12,7 +12,8 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from .channels import Channel
 from .errors import DeliveryError
@@ -29,6 +30,31 @@ def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> f
     """Exponential backoff with jitter in [0.5, 1.0] of the step, so retries spread out."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
     return step * (0.5 + rand() / 2)
+
+
+def quiet_until(now: datetime, window: tuple[str, str] | None, tz: str) -> datetime | None:
+    """When the quiet window that ``now`` falls in ends (UTC), or None outside quiet hours.
+
+    ``window`` is local wall-clock ("23:00", "07:00") in ``tz``; it may cross midnight.
+    """
+    if not window:
+        return None
+    zone = ZoneInfo(tz)
+    local = now.astimezone(zone)
+    start, end = (time(*map(int, w.split(":"))) for w in window)
+    t = local.time().replace(tzinfo=None)
+    if start == end:
+        return None
+    end_day: date = local.date()
+    if start < end:
+        inside = start <= t < end
+    else:
+        inside = t >= start or t < end
+        if t >= start:
+            end_day += timedelta(days=1)
+    if not inside:
+        return None
+    return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
 
 
 @dataclass
@@ -49,7 +75,9 @@ class Dispatcher:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        on_outcome: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        self.on_outcome = on_outcome
         self.store = store
         self.channels = channels
         self.clock = clock
@@ -66,16 +94,50 @@ class Dispatcher:
             )
             if not due:
                 return 0
+            mutes = await asyncio.to_thread(self.store.mutes)
             groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
             for row, alert in due:
                 groups[(row.channel, row.target)].append((row, alert))
-            await asyncio.gather(*(self._send_group(k, v) for k, v in groups.items()))
+            await asyncio.gather(*(self._send_group(k, v, mutes) for k, v in groups.items()))
             return len(due)
 
+    def hold_until(
+        self, channel: Channel, target: str, mutes: Mapping[tuple[str, int], datetime]
+    ) -> datetime | None:
+        """Quiet hours of the channel, or a /mute of the chat: until when to hold its alerts."""
+        now = self.clock()
+        cfg = channel.config
+        ends = [quiet_until(now, cfg.quiet_hours, cfg.timezone)]
+        if target.lstrip("-").isdigit():
+            muted = mutes.get((channel.id, int(target)))
+            if muted is not None and muted > now:
+                ends.append(muted)
+        held = [e for e in ends if e is not None]
+        return max(held) if held else None
+
     async def _send_group(
-        self, key: tuple[str, str], items: list[tuple[DeliveryRow, Alert]]
+        self,
+        key: tuple[str, str],
+        items: list[tuple[DeliveryRow, Alert]],
+        mutes: Mapping[tuple[str, int], datetime],
     ) -> None:
         channel = self.channels[key[0]]
+        until = self.hold_until(channel, key[1], mutes)
+        if until is not None:
+            ids = [row.id for row, _ in items if row.id is not None]
+            await asyncio.to_thread(self.store.hold, ids, until)
+            log.info(
+                "channel=%s target=%s holding %d alerts until %s",
+                channel.id,
+                key[1] or "-",
+                len(ids),
+                until.isoformat(),
+            )
+            return
+        if any(row.held for row, _ in items):
+            # The end of quiet hours or a mute: everything held goes out as one digest.
+            await self._send(channel, key[1], items)
+            return
         by_batch: dict[str, list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
         for item in items:
             by_batch[item[1].batch].append(item)
@@ -103,6 +165,7 @@ class Dispatcher:
             await asyncio.to_thread(
                 self.store.mark_failed, ids, error=str(exc), dead=dead, next_attempt_at=next_at
             )
+            self._count(channel.id, "dead" if dead else "retry", len(ids))
             if dead:
                 self.stats.dead += len(ids)
                 log.error(
@@ -127,12 +190,17 @@ class Dispatcher:
             return
         await asyncio.to_thread(self.store.mark_sent, ids, self.clock())
         self.stats.sent += len(ids)
+        self._count(channel.id, "sent", len(ids))
         log.info(
             "channel=%s target=%s sent alerts=%s",
             channel.id,
             target or "-",
             ",".join(a.alert_id for a in alerts),
         )
+
+    def _count(self, channel: str, outcome: str, n: int) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(channel, outcome, n)
 
     async def drain(self, budget: float) -> bool:
         """Deliver until nothing is pending or ``budget`` seconds passed; True if all done.

@@ -6,6 +6,7 @@ loads what it needs, calls it, and hands the result to ``Store.commit_poll``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -175,32 +176,34 @@ class Pipeline:
         try:
             return await self._poll(watch)
         finally:
-            self.meter.flush()
+            await asyncio.to_thread(self.meter.flush)
 
     async def _poll(self, watch: WatchConfig) -> PollOutcome:
         provider = watch.provider
         now = self.clock()
-        pstate = self.store.provider_state(provider)
+        pstate = await asyncio.to_thread(self.store.provider_state, provider)
         if pstate and pstate.paused_until and as_utc(now) < pstate.paused_until:
             return PollOutcome(watch.id, "skipped", errors=(f"{provider} paused (HTTP 402)",))
-        state = self.store.ensure_watch(watch.id)
+        state = await asyncio.to_thread(self.store.ensure_watch, watch.id)
         def_hash = definition_hash(watch)
         baseline = not state.baseline_done or state.def_hash != def_hash
-        previous = None if baseline else self.store.load_tracked(watch.id)
+        previous = None if baseline else await asyncio.to_thread(self.store.load_tracked, watch.id)
         try:
             result = await self.sources[provider].poll(watch)
         except PaymentRequired as exc:
-            return self._pause_provider(provider, watch, str(exc), now)
+            return await asyncio.to_thread(self._pause_provider, provider, watch, str(exc), now)
         except ProviderUnavailable as exc:
             return PollOutcome(watch.id, "skipped", errors=(str(exc),))
         now = self.clock()
         if pstate and pstate.paused_until:
-            self.store.set_provider_state(provider, paused_until=None, pause_notified=False)
+            await asyncio.to_thread(
+                self.store.set_provider_state, provider, paused_until=None, pause_notified=False
+            )
         if result.not_found:
-            return self._not_found(watch, state, now)
+            return await asyncio.to_thread(self._not_found, watch, state, now)
         failed = bool(result.errors)
         if failed and not result.products:
-            return self._failed(watch, state, result, now)
+            return await asyncio.to_thread(self._failed, watch, state, result, now)
 
         outcome_status = "partial" if failed else "ok"
         if baseline:
@@ -236,7 +239,7 @@ class Pipeline:
         else:
             state_values["empty_episode"] = False
         if not baseline:
-            alerts += self._evaluate(watch, d, state.seq, now)
+            alerts += await asyncio.to_thread(self._evaluate, watch, d, state.seq, now)
         state_values["products"] = sum(1 for t in d.tracked.values() if t.present)
         outcome = PollOutcome(
             watch.id,
@@ -249,7 +252,7 @@ class Pipeline:
         if self.dry_run:
             return outcome
         write = self._write(watch, state.seq, previous, d, baseline, alerts, state_values, now)
-        if not self.store.commit_poll(write):
+        if not await asyncio.to_thread(self.store.commit_poll, write):
             log.warning("watch=%s poll not committed: another writer committed first", watch.id)
             outcome.status, outcome.alerts = "conflict", []
         return outcome

@@ -13,28 +13,42 @@ from typing import TextIO
 from .channels import build_channels
 from .config import Config
 from .dispatch import Dispatcher
+from .metrics import Metrics
 from .pipeline import CreditMeter, Pipeline, PollOutcome
 from .sources.client import ProviderClient
 from .store import Store
 
 
 class Runtime:
-    def __init__(self, config: Config, db: str | None, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: str | None,
+        *,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.store = Store(db)
         self.meter = CreditMeter(
             self.store, {n: p.daily_credit_budget for n, p in config.providers.items()}
         )
+
+        def on_credits(provider: str, credits: int) -> None:
+            self.meter.record(provider, credits)
+            if metrics is not None:
+                metrics.credit(provider, credits)
+
         self.clients = {
             name: ProviderClient(
                 pcfg,
-                on_credits=self.meter.record,
+                on_credits=on_credits,
                 credits_left=lambda n=name: self.meter.left(n),
             )
             for name, pcfg in config.providers.items()
         }
         self.pipeline = Pipeline(config, self.store, self.clients, self.meter, dry_run=dry_run)
-        self.dispatcher = Dispatcher(self.store, build_channels(config))
+        self.dispatcher = Dispatcher(self.store, build_channels(config, store=self.store))
 
     async def poll_all(
         self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None

@@ -7,10 +7,13 @@ and raises ``DeliveryError`` saying whether a retry can help.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import ChannelConfig, Config
 from ..models import Alert
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 class Channel(Protocol):
@@ -22,7 +25,7 @@ class Channel(Protocol):
     async def close(self) -> None: ...
 
 
-ChannelFactory = Callable[[ChannelConfig], Channel]
+ChannelFactory = Callable[..., Channel]  # (config, *, store) -> Channel
 CHANNELS: dict[str, ChannelFactory] = {}
 
 
@@ -34,7 +37,9 @@ def register(kind: str) -> Callable[[ChannelFactory], ChannelFactory]:
     return deco
 
 
-def build_channels(config: Config, *, kinds: Sequence[str] | None = None) -> dict[str, Channel]:
+def build_channels(
+    config: Config, *, store: Store | None = None, kinds: Sequence[str] | None = None
+) -> dict[str, Channel]:
     """Instantiate every configured channel whose kind has an implementation (and is wanted)."""
     from . import console, webhook  # noqa: F401  (registers the kinds)
 
@@ -44,5 +49,5 @@ def build_channels(config: Config, *, kinds: Sequence[str] | None = None) -> dic
             continue
         factory = CHANNELS.get(cfg.type)
         if factory is not None:
-            out[cid] = factory(cfg)
+            out[cid] = factory(cfg, store=store)
     return out

@@ -14,7 +14,9 @@ from . import register
 
 @register("console")
 class ConsoleChannel:
-    def __init__(self, config: ChannelConfig, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, config: ChannelConfig, *, store: object = None, stream: TextIO | None = None
+    ) -> None:
         self.id = config.id
         self.config = config
         self._stream = stream

@@ -34,7 +34,7 @@ def _retry_after(value: str | None) -> float | None:
 
 @register("webhook")
 class WebhookChannel:
-    def __init__(self, config: ChannelConfig) -> None:
+    def __init__(self, config: ChannelConfig, *, store: object = None) -> None:
         self.id = config.id
         self.config = config
         self._session: aiohttp.ClientSession | None = None

@@ -9,246 +9,45 @@ transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint, bindparam, event, func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine, delete
+from sqlmodel import Session, SQLModel, create_engine, delete
 
-from .models import Alert, PricePoint, Product, Tracked
-
-SCHEMA_VERSION = 1
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(dt: datetime) -> datetime:
-    """Aware UTC, as every timestamp column takes and returns (a naive value is UTC)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-# ---------------------------------------------------------------- tables
-
-
-class Meta(SQLModel, table=True):
-    __tablename__ = "meta"
-    key: str = Field(primary_key=True)
-    value: str
-
-
-class WatchState(SQLModel, table=True):
-    __tablename__ = "watch_state"
-    watch_id: str = Field(primary_key=True)
-    def_hash: str = ""
-    baseline_done: bool = False
-    seq: int = 0
-    consecutive_failures: int = 0
-    failing_notified: bool = False
-    last_error: str | None = None
-    last_poll_at: datetime | None = None
-    last_success_at: datetime | None = None
-    empty_episode: bool = False
-    not_found_episode: bool = False
-    products: int = 0
-
-
-class SnapshotRow(SQLModel, table=True):
-    __tablename__ = "snapshot"
-    watch_id: str = Field(primary_key=True)
-    product_id: str = Field(primary_key=True)
-    title: str | None = None
-    url: str | None = None
-    image_url: str | None = None
-    currency: str | None = None
-    price: str | None = None
-    original_price: str | None = None
-    discount_percent: int | None = None
-    sold: int | None = None
-    rating: str | None = None
-    reviews: int | None = None
-    rank: int | None = None
-    shop_id: str | None = None
-    shop_name: str | None = None
-    present: bool = True
-    missed: int = 0
-    updated_at: datetime | None = None
-
-
-class HistoryRow(SQLModel, table=True):
-    __tablename__ = "history"
-    __table_args__ = (
-        Index("ix_history_watch_product_at", "watch_id", "product_id", "at"),
-        Index("ix_history_product_at", "product_id", "at"),
-    )
-    id: int | None = Field(default=None, primary_key=True)
-    watch_id: str
-    product_id: str
-    seq: int
-    at: datetime
-    price: str | None = None
-    original_price: str | None = None
-    discount_percent: int | None = None
-    rank: int | None = None
-    sold: int | None = None
-    present: bool = True
-
-
-class AlertRow(SQLModel, table=True):
-    __tablename__ = "alert"
-    __table_args__ = (Index("ix_alert_rule_watch_product", "rule_id", "watch_id", "product_id"),)
-    alert_id: str = Field(primary_key=True)
-    kind: str
-    rule_id: str | None = None
-    watch_id: str | None = None
-    product_id: str | None = None
-    detected_at: datetime
-    batch: str = ""
-    payload: str  # JSON: product, previous, message, channels
-
-
-class DeliveryRow(SQLModel, table=True):
-    __tablename__ = "delivery"
-    __table_args__ = (
-        UniqueConstraint("alert_id", "channel", "target"),
-        Index("ix_delivery_due", "status", "next_attempt_at"),
-    )
-    id: int | None = Field(default=None, primary_key=True)
-    alert_id: str = Field(foreign_key="alert.alert_id")
-    channel: str
-    target: str = ""
-    status: str = "pending"  # pending | sent | dead
-    attempts: int = 0
-    next_attempt_at: datetime
-    last_error: str | None = None
-    created_at: datetime
-    sent_at: datetime | None = None
-
-
-class CreditRow(SQLModel, table=True):
-    __tablename__ = "credit"
-    provider: str = Field(primary_key=True)
-    day: str = Field(primary_key=True)  # ISO date, UTC
-    credits: int = 0
-    requests: int = 0
-
-
-class ProviderState(SQLModel, table=True):
-    __tablename__ = "provider_state"
-    provider: str = Field(primary_key=True)
-    paused_until: datetime | None = None
-    pause_notified: bool = False
-
-
-# ---------------------------------------------------------------- conversions
-
-
-def _dec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def product_from_row(row: Any) -> Product:
-    return Product(
-        id=row.product_id,
-        title=row.title,
-        url=row.url,
-        image_url=row.image_url,
-        currency=row.currency,
-        price=_dec(row.price),
-        original_price=_dec(row.original_price),
-        discount_percent=row.discount_percent,
-        sold=row.sold,
-        rating=_dec(row.rating),
-        reviews=row.reviews,
-        rank=row.rank,
-        shop_id=row.shop_id,
-        shop_name=row.shop_name,
-    )
-
-
-def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
-    p = t.product
-    return {
-        "watch_id": watch_id,
-        "product_id": p.id,
-        "title": p.title,
-        "url": p.url,
-        "image_url": p.image_url,
-        "currency": p.currency,
-        "price": _str(p.price),
-        "original_price": _str(p.original_price),
-        "discount_percent": p.discount_percent,
-        "sold": p.sold,
-        "rating": _str(p.rating),
-        "reviews": p.reviews,
-        "rank": p.rank,
-        "shop_id": p.shop_id,
-        "shop_name": p.shop_name,
-        "present": t.present,
-        "missed": t.missed,
-        "updated_at": now,
-    }
-
-
-def product_to_json(p: Product | None) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    return {
-        k: (str(v) if isinstance(v, Decimal) else v)
-        for k, v in ((f, getattr(p, f)) for f in Product.__dataclass_fields__)
-    }
-
-
-def product_from_json(d: Mapping[str, Any] | None) -> Product | None:
-    if d is None:
-        return None
-    values = dict(d)
-    for k in ("price", "original_price", "rating"):
-        values[k] = _dec(values.get(k))
-    return Product(**{k: values.get(k) for k in Product.__dataclass_fields__})
-
-
-def alert_to_payload(alert: Alert) -> str:
-    return json.dumps(
-        {
-            "product": product_to_json(alert.product),
-            "previous": product_to_json(alert.previous),
-            "message": alert.message,
-            "channels": list(alert.channels),
-        },
-        sort_keys=True,
-    )
-
-
-def alert_from_row(row: AlertRow) -> Alert:
-    payload = json.loads(row.payload)
-    return Alert(
-        alert_id=row.alert_id,
-        kind=row.kind,
-        watch_id=row.watch_id,
-        detected_at=row.detected_at,
-        rule_id=row.rule_id,
-        product=product_from_json(payload.get("product")),
-        previous=product_from_json(payload.get("previous")),
-        message=payload.get("message", ""),
-        channels=tuple(payload.get("channels", ())),
-        batch=row.batch,
-    )
-
+from ..models import Alert, PricePoint, Tracked
+from .tables import (
+    _SNAPSHOT_UPDATE,
+    SCHEMA_VERSION,
+    AlertRow,
+    CreditRow,
+    DeliveryRow,
+    HistoryRow,
+    Meta,
+    Mute,
+    ProviderState,
+    SnapshotRow,
+    Subscription,
+    WatchState,
+    _str,
+    _update_params,
+    alert_from_row,
+    alert_to_payload,
+    as_utc,
+    product_from_json,
+    product_from_row,
+    product_to_json,
+    snapshot_values,
+    utcnow,
+)
 
 # ---------------------------------------------------------------- write sets
 
@@ -536,6 +335,16 @@ class Store:
                 .values(status="sent", sent_at=as_utc(now), attempts=DeliveryRow.attempts + 1)
             )
 
+    def hold(self, delivery_ids: Iterable[int], until: datetime) -> None:
+        """Quiet hours or a mute: keep these pending, untried, until the window ends."""
+        ids = list(delivery_ids)
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(DeliveryRow.__table__)
+                .where(DeliveryRow.__table__.c.id.in_(ids))
+                .values(held=True, next_attempt_at=as_utc(until))
+            )
+
     def mark_failed(
         self,
         delivery_ids: Iterable[int],
@@ -616,23 +425,113 @@ class Store:
                 setattr(row, k, v)
             s.add(row)
 
+    # ------------------------------------------------------------ chats (Telegram)
 
-_SNAPSHOT_COLUMNS = [
-    c.name for c in SnapshotRow.__table__.c if c.name not in ("watch_id", "product_id")
-]
-_SNAPSHOT_UPDATE = (
-    update(SnapshotRow.__table__)
-    .where(SnapshotRow.__table__.c.watch_id == bindparam("b_watch"))
-    .where(SnapshotRow.__table__.c.product_id == bindparam("b_product"))
-    .values({c: bindparam(c) for c in _SNAPSHOT_COLUMNS})
-)
+    def subscribe(self, channel: str, chat_id: int, scope: str, name: str = "") -> bool:
+        """Returns False when the chat already had that subscription."""
+        with self.session() as s, s.begin():
+            if s.get(Subscription, (channel, chat_id, scope, name)) is not None:
+                return False
+            s.add(
+                Subscription(
+                    channel=channel, chat_id=chat_id, scope=scope, name=name, created_at=utcnow()
+                )
+            )
+            return True
 
+    def unsubscribe(
+        self, channel: str, chat_id: int, scope: str | None = None, name: str = ""
+    ) -> int:
+        """Remove one subscription, or every one of the chat when ``scope`` is None."""
+        with self.session() as s, s.begin():
+            q = delete(Subscription).where(Subscription.channel == channel)
+            q = q.where(Subscription.chat_id == chat_id)
+            if scope is not None:
+                q = q.where(Subscription.scope == scope).where(Subscription.name == name)
+            return s.connection().execute(q).rowcount
 
-def _update_params(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
-    v = snapshot_values(watch_id, t, now)
-    v["b_watch"] = v.pop("watch_id")
-    v["b_product"] = v.pop("product_id")
-    return v
+    def subscriptions(self, channel: str, chat_id: int) -> list[Subscription]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(Subscription)
+                    .where(Subscription.channel == channel)
+                    .where(Subscription.chat_id == chat_id)
+                    .order_by(Subscription.scope, Subscription.name)
+                ).scalars()
+            )
+
+    def subscribers(self, channel: str, rule_id: str | None, watch_id: str | None) -> list[int]:
+        """Chats subscribed to this rule, this watch, or all."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Subscription.chat_id, Subscription.scope, Subscription.name).where(
+                    Subscription.channel == channel
+                )
+            ).all()
+        wanted = {("all", ""), ("rule", rule_id or ""), ("watch", watch_id or "")}
+        return sorted({chat for chat, scope, name in rows if (scope, name) in wanted})
+
+    def forget_chat(self, channel: str, chat_id: int) -> None:
+        """The bot was blocked or removed: drop the chat's subscriptions, mute and deliveries."""
+        with self.session() as s, s.begin():
+            conn = s.connection()
+            conn.execute(
+                delete(Subscription)
+                .where(Subscription.channel == channel)
+                .where(Subscription.chat_id == chat_id)
+            )
+            conn.execute(
+                delete(Mute).where(Mute.channel == channel).where(Mute.chat_id == chat_id)
+            )
+
+    def migrate_chat(self, channel: str, old: int, new: int) -> None:
+        """A group became a supergroup: its subscriptions and pending deliveries follow."""
+        with self.session() as s, s.begin():
+            for sub in list(
+                s.exec(
+                    select(Subscription)
+                    .where(Subscription.channel == channel)
+                    .where(Subscription.chat_id == old)
+                ).scalars()
+            ):
+                if s.get(Subscription, (channel, new, sub.scope, sub.name)) is None:
+                    s.add(
+                        Subscription(
+                            channel=channel,
+                            chat_id=new,
+                            scope=sub.scope,
+                            name=sub.name,
+                            created_at=sub.created_at,
+                        )
+                    )
+                s.delete(sub)
+            d = DeliveryRow.__table__
+            s.connection().execute(
+                update(d)
+                .where(d.c.channel == channel)
+                .where(d.c.target == str(old))
+                .where(d.c.status == "pending")
+                .values(target=str(new))
+            )
+
+    def set_mute(self, channel: str, chat_id: int, until: datetime | None) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(Mute, (channel, chat_id))
+            if until is None:
+                if row is not None:
+                    s.delete(row)
+                return
+            row = row or Mute(channel=channel, chat_id=chat_id, until=as_utc(until))
+            row.until = as_utc(until)
+            s.add(row)
+
+    def mutes(self, channel: str | None = None) -> dict[tuple[str, int], datetime]:
+        with self.session() as s:
+            q = select(Mute)
+            if channel is not None:
+                q = q.where(Mute.channel == channel)
+            return {(m.channel, m.chat_id): m.until for m in s.exec(q).scalars()}
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:
@@ -658,10 +557,19 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
 
 __all__ = [
     "AlertRow",
+    "CreditRow",
     "DeliveryRow",
     "HistoryRow",
+    "Mute",
     "PollWrite",
+    "ProviderState",
+    "SnapshotRow",
     "Store",
+    "Subscription",
     "WatchState",
+    "as_utc",
+    "product_from_json",
+    "product_to_json",
+    "snapshot_values",
     "utcnow",
 ]

@@ -1,0 +1,312 @@
+"""``watcher run``: scheduling, continuous delivery, the bot, health, and a clean stop.
+
+Lifecycle: start channels and bot → schedule every watch (first poll now) → deliver alerts as
+they are stored → on SIGTERM/SIGINT pause scheduling, let in-flight polls finish (cancel them
+after a grace period), flush what the outbox can deliver, close everything, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import Config, WatchConfig
+from .metrics import Metrics
+from .pipeline import PollOutcome
+from .runtime import Runtime
+
+log = logging.getLogger("watcher.daemon")
+
+POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
+FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
+MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
+
+
+def jitter_for(every: timedelta) -> float:
+    """A little jitter so watches with one interval don't hit the API in lockstep."""
+    return min(every.total_seconds() * 0.1, 30.0)
+
+
+def trigger_for(watch: WatchConfig):
+    if watch.cron:
+        return CronTrigger.from_crontab(watch.cron, timezone=UTC)
+    assert watch.every is not None
+    return IntervalTrigger(seconds=watch.every.total_seconds(), jitter=jitter_for(watch.every))
+
+
+class Notifier:
+    """sd_notify when run under systemd (NOTIFY_SOCKET set); a no-op otherwise."""
+
+    def __init__(self) -> None:
+        self._n = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def __call__(self, message: str) -> None:
+        if self._n is not None:
+            self._n.notify(message)
+
+    @staticmethod
+    def watchdog_interval() -> float | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        return int(usec) / 2e6 if usec and usec.isdigit() else None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        db: str | None,
+        *,
+        http: str | None = None,
+        on_cycle: Callable[[PollOutcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.http = http
+        self.metrics = Metrics()
+        self.on_cycle = on_cycle
+        self.notify = Notifier()
+        self.rt: Runtime | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.bots: list = []
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._polls: set[asyncio.Task] = set()
+        self._http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    # ------------------------------------------------------------ public
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._start()
+            self.notify("READY=1")
+            self.notify(f"STATUS=watching {len(self.config.watches)} watches")
+            log.info("event=started watches=%d", len(self.config.watches))
+            tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatch")]
+            if (interval := Notifier.watchdog_interval()) is not None:
+                tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+            await self._stop.wait()
+            self.notify("STOPPING=1")
+            log.info("event=stopping")
+            await self._shutdown(tasks)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        log.info("event=stopped")
+        return 0
+
+    def status(self) -> list[dict]:
+        """Per-watch state for /status: last poll, next poll, last error, products."""
+        assert self.rt is not None
+        states = self.rt.store.all_watch_states()
+        out = []
+        for wid in self.config.watches:
+            job = self.scheduler.get_job(wid) if self.scheduler else None
+            st = states.get(wid)
+            out.append(
+                {
+                    "watch_id": wid,
+                    "last_poll": st.last_poll_at if st else None,
+                    "next_poll": job.next_run_time if job else None,
+                    "last_error": st.last_error if st else None,
+                    "products": st.products if st else 0,
+                    "failures": st.consecutive_failures if st else 0,
+                }
+            )
+        return out
+
+    def healthy(self) -> bool:
+        if self.scheduler is None or not self.scheduler.running or self.rt is None:
+            return False
+        try:
+            return self.rt.store.ping()
+        except Exception:  # the database not answering is exactly what health reports
+            log.warning("event=health_check_failed", exc_info=True)
+            return False
+
+    # ------------------------------------------------------------ start
+
+    async def _start(self) -> None:
+        self.rt = Runtime(self.config, self.db, metrics=self.metrics)
+        self.rt.dispatcher.on_outcome = self.metrics.delivery
+        await self._start_bots()
+        if self.http:
+            await self._start_http(self.http)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        now = datetime.now(UTC)
+        for i, watch in enumerate(self.config.watches.values()):
+            self.scheduler.add_job(
+                self._poll_job,
+                trigger_for(watch),
+                args=[watch.id],
+                id=watch.id,
+                name=f"poll {watch.id}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=MISFIRE_GRACE,
+                # first poll right away, lightly staggered
+                next_run_time=now + timedelta(seconds=min(i * 0.2, 5) + random.random() * 0.1),
+            )
+        self.scheduler.start()
+
+    async def _start_bots(self) -> None:
+        assert self.rt is not None
+        try:
+            from .bot import BotService
+        except ImportError:  # the bot module is optional until it lands
+            return
+        for cid, ch in self.rt.dispatcher.channels.items():
+            if ch.config.type != "telegram":
+                continue
+            svc = BotService(self.config, self.rt.store, ch, status=self.status)
+            try:
+                await svc.start()
+            except Exception as exc:  # a bot that cannot start must not stop the alerts
+                log.error("event=bot_start_failed channel=%s error=%s", cid, exc)
+                continue
+            self.bots.append(svc)
+
+    async def _start_http(self, spec: str) -> None:
+        host, _, port = spec.rpartition(":")
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, host or "127.0.0.1", int(port))
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("event=http_listening addr=%s:%s", host or "127.0.0.1", self.http_port)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok = await asyncio.to_thread(self.healthy)
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain")
+
+    # ------------------------------------------------------------ jobs
+
+    async def _poll_job(self, watch_id: str) -> None:
+        assert self.rt is not None
+        if self._stop.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._polls.add(task)
+        started = time.perf_counter()
+        try:
+            outcome = await self.rt.pipeline.poll(self.config.watches[watch_id])
+        finally:
+            self._polls.discard(task)
+        self.metrics.poll_duration.labels(watch=watch_id).observe(time.perf_counter() - started)
+        self.metrics.polls.labels(watch=watch_id, status=outcome.status).inc()
+        if outcome.status in ("failed", "partial"):
+            self.metrics.poll_failures.labels(watch=watch_id).inc()
+        for a in outcome.alerts:
+            self.metrics.alerts.labels(rule=a.rule_id or "-", kind=a.kind).inc()
+        log.info(
+            "event=poll watch=%s status=%s products=%d pages=%d alerts=%d%s",
+            watch_id,
+            outcome.status,
+            outcome.products,
+            outcome.pages,
+            len(outcome.alerts),
+            f" error={outcome.errors[-1]!r}" if outcome.errors else "",
+        )
+        if outcome.alerts:
+            self._wake.set()
+        if self.on_cycle is not None:
+            self.on_cycle(outcome)
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        """APScheduler swallows job exceptions: record them on the watch instead."""
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("event=poll_missed watch=%s", event.job_id)
+            return
+        exc = event.exception
+        log.error("event=poll_crashed watch=%s error=%r", event.job_id, exc)
+        self.metrics.polls.labels(watch=event.job_id, status="crashed").inc()
+        if self.rt is not None:
+            with contextlib.suppress(Exception):
+                self.rt.store.update_watch_state(
+                    event.job_id, last_error=f"internal error: {type(exc).__name__}: {exc}"
+                )
+
+    async def _dispatch_loop(self) -> None:
+        """Deliver new alerts within a second of being stored, and retries when due."""
+        assert self.rt is not None
+        while not self._stop.is_set():
+            try:
+                await self.rt.dispatcher.deliver_due()
+                nxt = await asyncio.to_thread(
+                    self.rt.store.next_due, list(self.rt.dispatcher.channels)
+                )
+            except Exception as exc:  # a database hiccup must not end delivery for good
+                log.error("event=dispatch_error error=%r", exc)
+                nxt = None
+            wait = 30.0
+            if nxt is not None:
+                wait = min(max((nxt - datetime.now(UTC)).total_seconds(), 0.05), 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+
+    async def _watchdog(self, interval: float) -> None:
+        while not self._stop.is_set():
+            if await asyncio.to_thread(self.healthy):
+                self.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ stop
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+        if self._polls:
+            _done, pending = await asyncio.wait(set(self._polls), timeout=POLL_GRACE)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("event=polls_cancelled count=%d", len(pending))
+                await asyncio.wait(pending, timeout=1.0)
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for bot in self.bots:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bot.stop(), 3.0)
+        if self.rt is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.rt.dispatcher.drain(FLUSH_BUDGET), FLUSH_BUDGET + 1)
+            await self.rt.close()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()

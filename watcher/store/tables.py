@@ -1,0 +1,278 @@
+"""Tables of the watcher database and the conversions between rows and value types.
+
+Datetimes are aware UTC (sqlmodel's UTCDateTime); Decimal prices are TEXT so they
+round-trip exactly on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Index, UniqueConstraint, bindparam, update
+from sqlmodel import Field, SQLModel
+
+from ..models import Alert, Product, Tracked
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """Aware UTC, as every timestamp column takes and returns (a naive value is UTC)."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- tables
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class WatchState(SQLModel, table=True):
+    __tablename__ = "watch_state"
+    watch_id: str = Field(primary_key=True)
+    def_hash: str = ""
+    baseline_done: bool = False
+    seq: int = 0
+    consecutive_failures: int = 0
+    failing_notified: bool = False
+    last_error: str | None = None
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    empty_episode: bool = False
+    not_found_episode: bool = False
+    products: int = 0
+
+
+class SnapshotRow(SQLModel, table=True):
+    __tablename__ = "snapshot"
+    watch_id: str = Field(primary_key=True)
+    product_id: str = Field(primary_key=True)
+    title: str | None = None
+    url: str | None = None
+    image_url: str | None = None
+    currency: str | None = None
+    price: str | None = None
+    original_price: str | None = None
+    discount_percent: int | None = None
+    sold: int | None = None
+    rating: str | None = None
+    reviews: int | None = None
+    rank: int | None = None
+    shop_id: str | None = None
+    shop_name: str | None = None
+    present: bool = True
+    missed: int = 0
+    updated_at: datetime | None = None
+
+
+class HistoryRow(SQLModel, table=True):
+    __tablename__ = "history"
+    __table_args__ = (
+        Index("ix_history_watch_product_at", "watch_id", "product_id", "at"),
+        Index("ix_history_product_at", "product_id", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    watch_id: str
+    product_id: str
+    seq: int
+    at: datetime
+    price: str | None = None
+    original_price: str | None = None
+    discount_percent: int | None = None
+    rank: int | None = None
+    sold: int | None = None
+    present: bool = True
+
+
+class AlertRow(SQLModel, table=True):
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_rule_watch_product", "rule_id", "watch_id", "product_id"),)
+    alert_id: str = Field(primary_key=True)
+    kind: str
+    rule_id: str | None = None
+    watch_id: str | None = None
+    product_id: str | None = None
+    detected_at: datetime
+    batch: str = ""
+    payload: str  # JSON: product, previous, message, channels
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel", "target"),
+        Index("ix_delivery_due", "status", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(foreign_key="alert.alert_id")
+    channel: str
+    target: str = ""
+    status: str = "pending"  # pending | sent | dead
+    held: bool = False  # held by quiet hours or /mute: delivered as one digest when it ends
+    attempts: int = 0
+    next_attempt_at: datetime
+    last_error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class CreditRow(SQLModel, table=True):
+    __tablename__ = "credit"
+    provider: str = Field(primary_key=True)
+    day: str = Field(primary_key=True)  # ISO date, UTC
+    credits: int = 0
+    requests: int = 0
+
+
+class Subscription(SQLModel, table=True):
+    """A chat's /subscribe: scope is "rule", "watch" or "all" (name "" for all)."""
+
+    __tablename__ = "subscription"
+    channel: str = Field(primary_key=True)
+    chat_id: int = Field(primary_key=True)
+    scope: str = Field(primary_key=True)
+    name: str = Field(default="", primary_key=True)
+    created_at: datetime
+
+
+class Mute(SQLModel, table=True):
+    __tablename__ = "mute"
+    channel: str = Field(primary_key=True)
+    chat_id: int = Field(primary_key=True)
+    until: datetime
+
+
+class ProviderState(SQLModel, table=True):
+    __tablename__ = "provider_state"
+    provider: str = Field(primary_key=True)
+    paused_until: datetime | None = None
+    pause_notified: bool = False
+
+
+# ---------------------------------------------------------------- conversions
+
+
+def _dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def product_from_row(row: Any) -> Product:
+    return Product(
+        id=row.product_id,
+        title=row.title,
+        url=row.url,
+        image_url=row.image_url,
+        currency=row.currency,
+        price=_dec(row.price),
+        original_price=_dec(row.original_price),
+        discount_percent=row.discount_percent,
+        sold=row.sold,
+        rating=_dec(row.rating),
+        reviews=row.reviews,
+        rank=row.rank,
+        shop_id=row.shop_id,
+        shop_name=row.shop_name,
+    )
+
+
+def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
+    p = t.product
+    return {
+        "watch_id": watch_id,
+        "product_id": p.id,
+        "title": p.title,
+        "url": p.url,
+        "image_url": p.image_url,
+        "currency": p.currency,
+        "price": _str(p.price),
+        "original_price": _str(p.original_price),
+        "discount_percent": p.discount_percent,
+        "sold": p.sold,
+        "rating": _str(p.rating),
+        "reviews": p.reviews,
+        "rank": p.rank,
+        "shop_id": p.shop_id,
+        "shop_name": p.shop_name,
+        "present": t.present,
+        "missed": t.missed,
+        "updated_at": now,
+    }
+
+
+def product_to_json(p: Product | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        k: (str(v) if isinstance(v, Decimal) else v)
+        for k, v in ((f, getattr(p, f)) for f in Product.__dataclass_fields__)
+    }
+
+
+def product_from_json(d: Mapping[str, Any] | None) -> Product | None:
+    if d is None:
+        return None
+    values = dict(d)
+    for k in ("price", "original_price", "rating"):
+        values[k] = _dec(values.get(k))
+    return Product(**{k: values.get(k) for k in Product.__dataclass_fields__})
+
+
+def alert_to_payload(alert: Alert) -> str:
+    return json.dumps(
+        {
+            "product": product_to_json(alert.product),
+            "previous": product_to_json(alert.previous),
+            "message": alert.message,
+            "channels": list(alert.channels),
+        },
+        sort_keys=True,
+    )
+
+
+def alert_from_row(row: AlertRow) -> Alert:
+    payload = json.loads(row.payload)
+    return Alert(
+        alert_id=row.alert_id,
+        kind=row.kind,
+        watch_id=row.watch_id,
+        detected_at=row.detected_at,
+        rule_id=row.rule_id,
+        product=product_from_json(payload.get("product")),
+        previous=product_from_json(payload.get("previous")),
+        message=payload.get("message", ""),
+        channels=tuple(payload.get("channels", ())),
+        batch=row.batch,
+    )
+
+
+_SNAPSHOT_COLUMNS = [
+    c.name for c in SnapshotRow.__table__.c if c.name not in ("watch_id", "product_id")
+]
+_SNAPSHOT_UPDATE = (
+    update(SnapshotRow.__table__)
+    .where(SnapshotRow.__table__.c.watch_id == bindparam("b_watch"))
+    .where(SnapshotRow.__table__.c.product_id == bindparam("b_product"))
+    .values({c: bindparam(c) for c in _SNAPSHOT_COLUMNS})
+)
+
+
+def _update_params(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
+    v = snapshot_values(watch_id, t, now)
+    v["b_watch"] = v.pop("watch_id")
+    v["b_product"] = v.pop("product_id")
+    return v
