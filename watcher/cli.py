@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check", help="validate the config and exit 0 or 2")
     common(sp, db=False)
 
+    sp = sub.add_parser("run", help="the daemon: schedule watches, serve the bot, deliver alerts")
+    common(sp)
+    sp.add_argument(
+        "--http", metavar="HOST:PORT", help="serve /healthz and /metrics (e.g. 127.0.0.1:9464)"
+    )
+
     sp = sub.add_parser("once", help="poll every watch once, deliver alerts, exit")
     common(sp)
     sp.add_argument(
@@ -56,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("history", help="price history of a product")
     common(sp, config=False)
     sp.add_argument("product_id")
+    sp.add_argument("--png", metavar="FILE", help="write a price chart to FILE instead")
 
     sp = sub.add_parser("alerts", help="recent alerts and their delivery state")
     common(sp, config=False)
@@ -95,13 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(cfg.channels)} channels"
             )
             return EXIT_OK
+        if args.command == "run":
+            cfg = _load(args.config)
+            return asyncio.run(_run(cfg, args.db, http=args.http))
         if args.command == "once":
             cfg = _load(args.config)
             return asyncio.run(_once(cfg, args.db, dry_run=args.dry_run))
         if args.command == "demo":
             return asyncio.run(_demo(args.db, cycles=args.cycles, interval=args.interval))
         if args.command == "history":
-            return _history(args.db, args.product_id)
+            return _history(args.db, args.product_id, png=args.png)
         if args.command == "alerts":
             return _alerts(args.db, failed=args.failed, limit=args.limit)
     except ConfigError as exc:
@@ -116,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILURE
 
 
-# ---------------------------------------------------------------- once
+# ---------------------------------------------------------------- run and once
+
+
+async def _run(cfg: Config, db: str | None, *, http: str | None) -> int:
+    from .daemon import Daemon
+
+    return await Daemon(cfg, db, http=http).run()
 
 
 async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
@@ -182,7 +198,7 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
             )
             if cycles and n >= cycles:
                 return EXIT_OK
-            sim.simulator.step()
+            sim.step()
             await asyncio.sleep(interval)
     finally:
         await rt.close()
@@ -194,7 +210,7 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
 # ---------------------------------------------------------------- history and alerts
 
 
-def _history(db: str | None, product_id: str) -> int:
+def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:
     from .store import Store
 
     store = Store(db)
@@ -202,6 +218,12 @@ def _history(db: str | None, product_id: str) -> int:
     if not rows:
         print(f"watcher: no history for product {product_id}", file=sys.stderr)
         return EXIT_FAILURE
+    if png:
+        from .chart import render_price_chart
+
+        Path(png).write_bytes(render_price_chart(rows, f"Product {product_id}"))
+        print(f"wrote {png} ({len(rows)} recorded changes)")
+        return EXIT_OK
     print(f"{'when (UTC)':<20} {'watch':<20} {'price':>10} {'disc':>5} {'rank':>5} {'sold':>10}")
     for r in rows:
         state = "" if r.present else "  (gone)"

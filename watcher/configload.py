@@ -31,7 +31,7 @@ KNOWN_TAGS = frozenset(_T + n for n in ("str", "int", "float", "bool", "null", "
 KNOWN_TAGS |= {_T + "seq", _T + "map", MERGE}
 
 ID_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
-ID_ALLOWED = "letters, digits, '_', '.' and '-' (ids are typed in bot commands)"
+ID_ALLOWED = "letters, digits, '_', '.' and '-'"
 
 _VAR = re.compile(r"\$\{(?P<body>(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\})?")
 _DURATION = re.compile(r"(\d+)([smhd])\Z")
@@ -62,15 +62,13 @@ EXPECTED = {
 Entries = dict[str, tuple[Node, Node]]  # key text → (key node, value node)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def allowed(choices: Iterable[str]) -> str:
-    """The list of valid choices, for the end of a message."""
-    return "allowed: " + ", ".join(choices)
+def options(word: str, choices: Iterable[str], hint: str = "", label: str = "allowed") -> str:
+    """The tail of a message about an unknown name: "; did you mean 'x'? allowed: a, b"."""
+    choices = list(choices)
+    if not hint:
+        close = difflib.get_close_matches(word, choices, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else ""
+    return f"; {hint}{' ' if hint.strip() else ''}{label}: {', '.join(choices) or 'none'}"
 
 
 class Reader:
@@ -128,23 +126,35 @@ class Reader:
     def parse(self, text: str) -> Node | None:
         """Compose YAML keeping node positions; check tags, duplicate keys and merges."""
         self._text = text
-        loader = yaml.SafeLoader(text)
+        loader = None
         try:
+            loader = yaml.SafeLoader(text)  # checks for unprintable characters here
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             problem = e.problem or e.context or "invalid YAML"
-            hint = "indent with spaces, not tabs" if "\\t" in problem else "check the indentation"
-            self.issue(mark.index if mark else None, f"invalid YAML: {problem}; {hint} and quoting")
+            index = mark.index if mark else 0
+            line = text[text.rfind("\n", 0, index) + 1 :].partition("\n")[0]
+            if "\\t" in problem:
+                hint = "indent with spaces, not tabs"
+            elif "${" in line:
+                hint = "quote values that use ${VAR} inside { } or [ ]"
+            else:
+                hint = "check the indentation and quoting"
+            self.issue(index, f"invalid YAML: {problem}; {hint}")
             return None
         except yaml.reader.ReaderError as e:
             self.issue(e.position, f"invalid character in the config file: {e.reason}")
             return None
-        except (yaml.YAMLError, RecursionError) as e:
+        except yaml.YAMLError as e:
             self.issue(None, f"invalid YAML: {e}")
             return None
+        except RecursionError:
+            self.issue(None, "invalid YAML: nested too deeply; use at most a few levels")
+            return None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if root is None:
             self.issue(None, "the config file is empty; it needs at least a 'watches' list")
             return None
@@ -238,14 +248,14 @@ class Reader:
         for key, (key_node, _) in entries.items():
             if key in params:
                 continue
-            extra = (hint(key) if hint else "") or did_you_mean(key, params)
-            self.issue(key_node, f"unknown key '{key}' in {what}{extra}; {allowed(params)}")
+            extra = hint(key) if hint else ""
+            self.issue(key_node, f"unknown key '{key}' in {what}{options(key, params, extra)}")
 
-    def is_null(self, node: Node) -> bool:
+    def is_null(self, node: Node, where: str) -> bool:
         """A value that means 'not set': ``~``, ``null``, nothing, or an empty string."""
         if not isinstance(node, ScalarNode):
             return False
-        scalar = self.scalar(node, "")
+        scalar = self.scalar(node, where)
         return scalar is not None and (scalar[1] == NULL or scalar[0].strip() == "")
 
     def fields(
@@ -337,14 +347,11 @@ class Reader:
             return "a list"
         if isinstance(node, MappingNode):
             return "a mapping"
-        scalar = self.scalar(node, "")
-        text = scalar[0] if scalar else node.value
+        text = node.value  # as written: a substituted value may be a secret
         if node.tag == NULL or text == "":
             return "no value"
         shown = text if len(text) <= 60 else text[:57] + "..."
-        if scalar and text != node.value:
-            return f"'{shown}' (from '{node.value}')"
-        return f"'{shown}'"
+        return f"'{shown}' once substituted" if "${" in text else f"'{shown}'"
 
     def resolved(self, text: str, tag: str) -> str:
         """The tag a quoted or substituted string would have had if written plainly."""
@@ -372,11 +379,9 @@ class Reader:
         if isinstance(node, ScalarNode):
             if self.scalar(node, where) is None:
                 return None  # unknown tag or missing variable: already reported
-            if self.is_null(node):
+            if self.is_null(node, where):
                 if param.required:
-                    self.issue(
-                        node, f"{where} has no value; expected {self.expected(param.type)}"
-                    )
+                    self.issue(node, f"{where} has no value; expected {self.expected(param.type)}")
                 return None
         convert = _CONVERTERS.get(param.type)
         if convert is None:
@@ -410,19 +415,23 @@ class _Reported(Exception):
     """The converter already recorded a more specific issue."""
 
 
-def _text(r: Reader, node: Node, where: str) -> str:
+def _scalar(r: Reader, node: Node, where: str) -> tuple[str, str]:
+    """(text, tag), or raise: _Reported if substitution failed, _Bad if not a scalar."""
     scalar = r.scalar(node, where)
     if scalar is None:
-        if isinstance(node, ScalarNode):
-            raise _Reported
+        raise _Reported if isinstance(node, ScalarNode) else _Bad
+    return scalar
+
+
+def _text(r: Reader, node: Node, where: str) -> str:
+    text, tag = _scalar(r, node, where)
+    if tag == NULL:
         raise _Bad
-    if scalar[1] == NULL:
-        raise _Bad
-    return scalar[0]
+    return text
 
 
 def _number(r: Reader, node: Node, where: str, tags: tuple[str, ...]) -> Any:
-    text, tag = r.scalar(node, where) or ("", "")
+    text, tag = _scalar(r, node, where)
     tag = r.resolved(text, tag)
     if tag not in tags:
         raise _Bad
@@ -436,34 +445,35 @@ def _int(r: Reader, node: Node, where: str) -> int:
 def _positive_int(r: Reader, node: Node, where: str) -> int:
     value = _int(r, node, where)
     if value < 1:
-        raise _Bad("must be at least 1")
+        raise _Bad
     return value
 
 
 def _percent(r: Reader, node: Node, where: str) -> int:
     value = _int(r, node, where)
     if not 0 <= value <= 100:
-        raise _Bad("out of range")
+        raise _Bad
     return value
 
 
 def _positive_number(r: Reader, node: Node, where: str) -> float:
     value = float(_number(r, node, where, (INT, FLOAT)))
     if not math.isfinite(value) or value <= 0:
-        raise _Bad("must be finite and greater than 0")
+        raise _Bad
     return value
 
 
 def _decimal(r: Reader, node: Node, where: str) -> Decimal:
-    text, tag = r.scalar(node, where) or ("", "")
-    if r.resolved(text, tag) not in (INT, FLOAT, STR):
+    text, tag = _scalar(r, node, where)
+    tag = r.resolved(text, tag)
+    if tag not in (INT, FLOAT, STR):
         raise _Bad
     try:
         value = Decimal(text.strip())  # as written: "30.00" stays 30.00, never via float
     except InvalidOperation:
-        if r.resolved(text, tag) != FLOAT:
+        if tag not in (INT, FLOAT):
             raise _Bad from None
-        value = Decimal(str(r.construct(text, FLOAT)))  # YAML-only spellings: .5e1, .inf
+        value = Decimal(str(r.construct(text, tag)))  # YAML-only spellings: 0x10, .inf
     if not value.is_finite():
         raise _Bad("must be a finite amount")
     if value < 0:
@@ -502,7 +512,7 @@ def _items(r: Reader, node: Node, where: str) -> list[Node]:
 def _str_list(r: Reader, node: Node, where: str) -> tuple[str, ...]:
     out = []
     for item in _items(r, node, where):
-        if r.is_null(item) or not isinstance(item, ScalarNode):
+        if r.is_null(item, where) or not isinstance(item, ScalarNode):
             raise _Bad("each item must be non-empty text", item)
         out.append(_text(r, item, where))
     return tuple(out)
@@ -527,7 +537,7 @@ def _map(r: Reader, node: Node, where: str) -> Entries:
 def _str_map(r: Reader, node: Node, where: str) -> dict[str, str]:
     out = {}
     for key, (_, value) in _map(r, node, where).items():
-        if not isinstance(value, ScalarNode) or r.is_null(value):
+        if not isinstance(value, ScalarNode) or r.is_null(value, where):
             raise _Bad(f"the value of '{key}' must be text", value)
         out[key] = _text(r, value, f"'{key}' of {where}")
     return out
@@ -565,7 +575,7 @@ def _timezone(r: Reader, node: Node, where: str) -> str:
 def _hhmm_range(r: Reader, node: Node, where: str) -> tuple[str, str]:
     m = _HHMM.match(_text(r, node, where).strip())
     if not m:
-        raise _Bad("hours 00-23, minutes 00-59; quote it in YAML")
+        raise _Bad("hours 00-23, minutes 00-59")
     start, end = f"{m[1]}:{m[2]}", f"{m[3]}:{m[4]}"
     if start == end:
         raise _Bad("start and end are equal: an empty window")
@@ -610,7 +620,7 @@ def crontab_weekdays(field: str) -> str | None:
 def _cron(r: Reader, node: Node, where: str) -> str:
     parts = _text(r, node, where).split()
     if len(parts) != 5:
-        raise _Bad(f"{len(parts)} fields")
+        raise _Bad(f"{len(parts)} field{'s' if len(parts) != 1 else ''}")
     weekdays = crontab_weekdays(parts[4])
     if weekdays is None:
         raise _Bad(f"invalid weekday field '{parts[4]}'; use 0-7 or sun..sat")

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -57,29 +58,34 @@ class CreditMeter:
         self._clock = clock
         self._pending: dict[tuple[str, date], list[int]] = {}
         self._stored: dict[tuple[str, date], int] = {}
+        self._lock = threading.Lock()  # record() runs on the loop, flush() in worker threads
 
     def record(self, provider: str, credits: int) -> None:
         key = (provider, self._clock().date())
-        slot = self._pending.setdefault(key, [0, 0])
-        slot[0] += credits
-        slot[1] += 1
+        with self._lock:
+            slot = self._pending.setdefault(key, [0, 0])
+            slot[0] += credits
+            slot[1] += 1
 
     def spent_today(self, provider: str) -> int:
         key = (provider, self._clock().date())
         if key not in self._stored:
             self._stored[key] = self._store.credits_on(provider, key[1])
-        return self._stored[key] + self._pending.get(key, [0, 0])[0]
+        with self._lock:
+            return self._stored[key] + self._pending.get(key, [0, 0])[0]
 
     def left(self, provider: str) -> int | None:
         budget = self._budgets.get(provider)
         return None if budget is None else budget - self.spent_today(provider)
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, {}
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for key, (credits, _requests) in pending.items():
+                if key in self._stored:
+                    self._stored[key] += credits
         for (provider, day), (credits, requests) in pending.items():
             self._store.add_credits(provider, day, credits, requests)
-            if (provider, day) in self._stored:
-                self._stored[(provider, day)] += credits
 
 
 # ---------------------------------------------------------------- routing

@@ -131,8 +131,13 @@ def previous_dict(p: Product | None) -> dict[str, Any] | None:
 
 
 def webhook_body(alert: Alert, template: str | None = None) -> dict[str, Any]:
-    """Exactly the single-alert webhook body of spec section 6 (``template``: the rule's)."""
+    """Exactly the single-alert webhook body of spec section 6.
+
+    ``message`` is ``render_text(alert, template)``; without a template, the text already
+    stored on the alert (the pipeline renders it, rule template included) when there is one.
+    """
     notice = alert.is_notice
+    message = render_text(alert, template) if template or not alert.message else alert.message
     return {
         "alert_id": alert.alert_id,
         "rule": None if notice else alert.rule_id,
@@ -141,7 +146,7 @@ def webhook_body(alert: Alert, template: str | None = None) -> dict[str, Any]:
         "detected_at": _utc(alert.detected_at),
         "product": None if notice else product_dict(alert.product),
         "previous": None if notice else previous_dict(alert.previous),
-        "message": render_text(alert, template),
+        "message": message,
     }
 
 
@@ -357,9 +362,11 @@ def _value_lines(alert: Alert) -> list[str]:
         lines.append(f"No longer listed (last price {format_money(p.price, p.currency)})")
     elif alert.kind == "discount_at_least":
         was = old.discount_percent if old else None
-        lines.append(f"{_pct(was)} → {_pct(p.discount_percent)} off · {_price_now(p)}")
-    else:
-        lines.append(_price_line(p, old))
+        price = format_money(p.price, p.currency) if p.price is not None else "price unknown"
+        lines.append(f"{_pct(was)} → {_pct(p.discount_percent)} off · {price}")
+    elif (line := _price_line(p, old)) != "price unknown":
+        # KeyAPI ranking rows have no price at all: say nothing rather than "unknown".
+        lines.append(line)
     old_rank = old.rank if old else None
     if alert.kind == "rank_jump" or (old_rank and p.rank and old_rank != p.rank):
         lines.append(f"{_rank(old_rank)} → {_rank(p.rank)}")

@@ -43,6 +43,9 @@ def build_channels(
     """Instantiate every configured channel whose kind has an implementation (and is wanted)."""
     from . import console, webhook  # noqa: F401  (registers the kinds)
 
+    if any(c.type == "telegram" for c in config.channels.values()):
+        from . import telegram  # noqa: F401  (python-telegram-bot is slow to import)
+
     out: dict[str, Channel] = {}
     for cid, cfg in config.channels.items():
         if kinds is not None and cfg.type not in kinds:

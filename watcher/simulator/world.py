@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 Script = Mapping[int, Callable[["World"], None]]
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Item:
 
 
 class _Ordered:
-    """A list of items whose order is the upstream result order (rank = index + 1)."""
+    """A list of items (or rows) whose order is the upstream result order: rank = index + 1."""
 
     products: list[Item]
 
@@ -165,6 +166,10 @@ class CategoryRow:
         """The deepest category id present: the row's identity."""
         return (self.third or self.second or self.first).id
 
+    @property
+    def id(self) -> str:
+        return self.key
+
     def in_category(self, category_id: str) -> bool:
         return any(c is not None and c.id == category_id for c in self.levels())
 
@@ -177,27 +182,16 @@ class CategoryRow:
 
 
 @dataclass
-class Ranking:
-    """The top-products ranking of one first-level category, best first."""
+class Ranking(_Ordered):
+    """The top-products ranking of one first-level category, best first (rows by ``key``)."""
 
     category_id: str
     rows: list[CategoryRow]
     failing: int | None = None
 
-    def row(self, key: str) -> CategoryRow:
-        for row in self.rows:
-            if row.key == key:
-                return row
-        raise KeyError(key)
-
-    def move(self, key: str, rank: int) -> None:
-        """Move a row to 1-based ``rank``; the ones in between shift down by one."""
-        row = self.row(key)
-        self.rows.remove(row)
-        self.rows.insert(rank - 1, row)
-
-    def rank_of(self, key: str) -> int:
-        return [r.key for r in self.rows].index(key) + 1
+    @property
+    def products(self) -> list[CategoryRow]:  # type: ignore[override]
+        return self.rows
 
 
 def store_key(url: str) -> str:
@@ -332,9 +326,6 @@ class World:
         }
 
 
-SLUG_RE = re.compile(r"[^a-z0-9]+")
-
-
 def slugify(title: str) -> str:
     """TikTok-style URL slug of a product title."""
-    return SLUG_RE.sub("-", title.lower()).strip("-")[:80]
+    return _SLUG_RE.sub("-", title.lower()).strip("-")[:80]

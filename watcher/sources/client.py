@@ -32,7 +32,13 @@ from watcher.models import PollResult, Product
 from watcher.sources.normalise import MalformedPayload, ParsedPage, assign_ranks
 from watcher.sources.specs import PROVIDERS, SOURCES, ProviderSpec, Request, SourceSpec
 
-__all__ = ["MAX_ATTEMPTS", "RETRYABLE_STATUSES", "USER_AGENT", "ProviderClient"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "RETRYABLE_STATUSES",
+    "USER_AGENT",
+    "ProviderClient",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger("watcher.sources")
 

@@ -197,7 +197,8 @@ def _require_bool(obj: Mapping[str, Any], key: str, what: str, rid: str | None) 
 def _describe(value: Any) -> str:
     if value is None:
         return "missing or null"
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _rows(rows: list[Any], what: str, rid: str | None) -> Iterable[tuple[str, dict[str, Any]]]:

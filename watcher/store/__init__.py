@@ -401,13 +401,29 @@ class Store:
     # ------------------------------------------------------------ credits and providers
 
     def add_credits(self, provider: str, day: date, credits: int, requests: int) -> None:
-        with self.session() as s, s.begin():
-            row = s.get(CreditRow, (provider, day.isoformat()))
-            if row is None:
-                row = CreditRow(provider=provider, day=day.isoformat())
-            row.credits += credits
-            row.requests += requests
-            s.add(row)
+        """Atomic increment: concurrent polls (and processes) must never lose credits."""
+        c = CreditRow.__table__.c
+        bump = (
+            update(CreditRow.__table__)
+            .where(c.provider == provider)
+            .where(c.day == day.isoformat())
+            .values(credits=c.credits + credits, requests=c.requests + requests)
+        )
+        for _ in range(2):
+            try:
+                with self.session() as s, s.begin():
+                    if s.connection().execute(bump).rowcount == 0:
+                        s.add(
+                            CreditRow(
+                                provider=provider,
+                                day=day.isoformat(),
+                                credits=credits,
+                                requests=requests,
+                            )
+                        )
+                return
+            except IntegrityError:
+                continue  # another writer inserted the day's row first: bump it instead
 
     def credits_on(self, provider: str, day: date) -> int:
         with self.session() as s:

@@ -1,0 +1,467 @@
+"""Tests for watcher.render: alert ids, webhook bodies (spec section 6), text, HTML, splitting."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from watcher.models import Alert, AlertDraft, Product
+from watcher.render import (
+    alert_id,
+    digest_body,
+    format_money,
+    previous_dict,
+    product_dict,
+    render_digest_text,
+    render_html,
+    render_text,
+    sort_best_first,
+    split_message,
+    transition_values,
+    webhook_body,
+)
+
+AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+NEW = Product(
+    id="1729",
+    title="Goli Apple Cider Vinegar Gummies",
+    url="https://shop.tiktok.com/view/product/1729",
+    image_url="https://img.example/1729.jpg",
+    currency="USD",
+    price=Decimal("14.96"),
+    original_price=Decimal("24.99"),
+    discount_percent=40,
+    sold=1283012,
+    rating=Decimal("4.8"),
+    reviews=1200,
+    rank=3,
+    shop_id="s1",
+    shop_name="Goli Nutrition",
+)
+OLD = replace(NEW, price=Decimal("19.99"), discount_percent=20, rank=9)
+
+
+def alert(kind: str = "price_drop", **over: Any) -> Alert:
+    values: dict[str, Any] = {
+        "alert_id": "a" * 32,
+        "kind": kind,
+        "watch_id": "goli-store",
+        "detected_at": AT,
+        "rule_id": "price-drop-10",
+        "product": NEW,
+        "previous": OLD,
+    }
+    return Alert(**(values | over))
+
+
+def notice(message: str = "Watch goli-store returned no products.") -> Alert:
+    return Alert("n" * 32, "watch_empty", "goli-store", AT, message=message)
+
+
+# --- alert_id ---------------------------------------------------------------------------------
+
+BASE_ID = ("price-drop-10", "goli-store", "1729", "price_drop", "19.99", "14.96", 7)
+
+
+def test_alert_id_is_deterministic_hex() -> None:
+    first = alert_id(*BASE_ID)
+    assert first == alert_id(*BASE_ID)
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+
+
+@pytest.mark.parametrize(
+    ("position", "other"),
+    [
+        pytest.param(0, "price-drop-20", id="rule"),
+        pytest.param(1, "other-store", id="watch"),
+        pytest.param(2, "1730", id="product"),
+        pytest.param(3, "price_below", id="kind"),
+        pytest.param(4, "20.00", id="old-value"),
+        pytest.param(5, "14.95", id="new-value"),
+        pytest.param(6, 8, id="seq"),
+        pytest.param(4, None, id="old-none"),
+        pytest.param(0, None, id="notice-no-rule"),
+    ],
+)
+def test_alert_id_changes_with_every_input(position: int, other: Any) -> None:
+    changed = list(BASE_ID)
+    changed[position] = other
+    assert alert_id(*changed) != alert_id(*BASE_ID)
+
+
+def test_alert_id_fields_do_not_run_together() -> None:
+    assert alert_id("ab", "c", None, "k", None, None, 1) != alert_id(
+        "a", "bc", None, "k", None, None, 1
+    )
+
+
+def test_alert_id_canonicalises_decimals() -> None:
+    with_decimals = alert_id("r", "w", "p", "price_drop", Decimal("20.00"), Decimal("15.0"), 1)
+    assert with_decimals == alert_id("r", "w", "p", "price_drop", "20", "15", 1)
+
+
+def draft(kind: str, previous: Product | None = OLD, product: Product = NEW) -> AlertDraft:
+    return AlertDraft("r", kind, "w", product, previous)
+
+
+@pytest.mark.parametrize(
+    ("d", "expected"),
+    [
+        pytest.param(draft("price_drop"), ("19.99", "14.96"), id="price_drop"),
+        pytest.param(draft("price_below", None), (None, "14.96"), id="price_below-new-item"),
+        pytest.param(draft("lowest_price"), ("19.99", "14.96"), id="lowest_price"),
+        pytest.param(draft("discount_at_least"), (20, 40), id="discount"),
+        pytest.param(draft("rank_jump"), (9, 3), id="rank_jump"),
+        pytest.param(draft("rank_jump", None), (None, 3), id="rank_jump-from-absent"),
+        pytest.param(draft("new_item", None), (None, "present"), id="new_item"),
+        pytest.param(draft("out_of_stock"), ("present", "absent"), id="out_of_stock"),
+        pytest.param(draft("back_in_stock"), ("absent", "present"), id="back_in_stock"),
+    ],
+)
+def test_transition_values(d: AlertDraft, expected: tuple[Any, Any]) -> None:
+    assert transition_values(d) == expected
+
+
+# --- webhook bodies ---------------------------------------------------------------------------
+
+SPEC_BODY_KEYS = [
+    "alert_id", "rule", "kind", "watch", "detected_at", "product", "previous", "message",
+]  # fmt: skip
+SPEC_PRODUCT_KEYS = [
+    "id", "title", "url", "image_url", "currency", "price", "original_price",
+    "discount_percent", "rank", "sold", "shop_id", "shop_name",
+]  # fmt: skip
+
+
+def test_webhook_body_is_exactly_spec_section_6() -> None:
+    body = webhook_body(alert())
+    assert list(body) == SPEC_BODY_KEYS
+    assert list(body["product"]) == SPEC_PRODUCT_KEYS
+    assert body | {"message": None} == {
+        "alert_id": "a" * 32,
+        "rule": "price-drop-10",
+        "kind": "price_drop",
+        "watch": "goli-store",
+        "detected_at": "2026-11-24T10:00:00Z",
+        "product": {
+            "id": "1729",
+            "title": "Goli Apple Cider Vinegar Gummies",
+            "url": "https://shop.tiktok.com/view/product/1729",
+            "image_url": "https://img.example/1729.jpg",
+            "currency": "USD",
+            "price": "14.96",
+            "original_price": "24.99",
+            "discount_percent": 40,
+            "rank": 3,
+            "sold": 1283012,
+            "shop_id": "s1",
+            "shop_name": "Goli Nutrition",
+        },
+        "previous": {"price": "19.99", "discount_percent": 20, "rank": 9},
+        "message": None,
+    }
+    assert body["message"] == render_text(alert())
+    json.dumps(body)  # serialisable as is
+
+
+def test_webhook_message_is_the_stored_text_or_the_rendered_one() -> None:
+    stored = alert(message="custom from template")
+    assert webhook_body(stored)["message"] == "custom from template"
+    assert webhook_body(alert(), template="{title}!")["message"] == f"{NEW.title}!"
+
+
+def test_webhook_body_keeps_nones() -> None:
+    bare = Product("x")
+    body = webhook_body(alert("new_item", product=bare, previous=None))
+    assert body["product"] == dict.fromkeys(SPEC_PRODUCT_KEYS) | {"id": "x"}
+    assert body["previous"] is None
+
+
+def test_notice_body() -> None:
+    body = webhook_body(notice())
+    assert list(body) == SPEC_BODY_KEYS
+    assert body["rule"] is None and body["product"] is None and body["previous"] is None
+    assert (body["kind"], body["watch"]) == ("watch_empty", "goli-store")
+    assert body["message"] == "Watch goli-store returned no products."
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        pytest.param(AT, "2026-11-24T10:00:00Z", id="utc"),
+        pytest.param(
+            datetime(2026, 11, 24, 11, 0, 0, 999, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-24T10:00:00Z",
+            id="other-offset-and-microseconds",
+        ),
+        pytest.param(datetime(2026, 11, 24, 10, 0), "2026-11-24T10:00:00Z", id="naive-is-utc"),
+    ],
+)
+def test_detected_at_format(at: datetime, expected: str) -> None:
+    assert webhook_body(alert(detected_at=at))["detected_at"] == expected
+
+
+def test_digest_body() -> None:
+    alerts = [alert(), notice()]
+    body = digest_body(alerts)
+    assert body == {"alerts": [webhook_body(a) for a in alerts], "count": 2, "kind": "digest"}
+
+
+def test_product_and_previous_dicts_of_none() -> None:
+    assert product_dict(None) is None
+    assert previous_dict(None) is None
+    assert previous_dict(Product("x")) == {"price": None, "discount_percent": None, "rank": None}
+
+
+# --- plain text -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        pytest.param("19.99", "USD", "$19.99", id="usd"),
+        pytest.param("5", "EUR", "€5.00", id="eur-whole"),
+        pytest.param("1250.5", "GBP", "£1,250.50", id="gbp-thousands"),
+        pytest.param("17.991", "USD", "$17.991", id="no-rounding-away-of-precision"),
+        pytest.param("99.90", "MYR", "99.90 MYR", id="other-code-suffix"),
+        pytest.param("3", None, "3.00", id="no-currency"),
+        pytest.param("-2.5", "USD", "-$2.50", id="negative"),
+        pytest.param(None, "USD", "?", id="unknown"),
+    ],
+)
+def test_format_money(amount: str | None, currency: str | None, expected: str) -> None:
+    assert format_money(None if amount is None else Decimal(amount), currency) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "lines"),
+    [
+        pytest.param(
+            alert(),
+            [
+                "Price drop: Goli Apple Cider Vinegar Gummies",
+                "$19.99 → $14.96 (-25%) · 40% off",
+                "#9 → #3",
+                "https://shop.tiktok.com/view/product/1729",
+            ],
+            id="price_drop",
+        ),
+        pytest.param(
+            alert("rank_jump", previous=replace(OLD, price=NEW.price)),
+            ["Rank jump: Goli Apple Cider Vinegar Gummies", "$14.96 · 40% off", "#9 → #3"],
+            id="rank_jump",
+        ),
+        pytest.param(
+            alert("rank_jump", previous=None),
+            ["Rank jump: Goli Apple Cider Vinegar Gummies", "$14.96 · 40% off", "unranked → #3"],
+            id="rank_jump-from-absent",
+        ),
+        pytest.param(
+            alert("discount_at_least"),
+            ["Discount: Goli Apple Cider Vinegar Gummies", "20% → 40% off · $14.96"],
+            id="discount",
+        ),
+        pytest.param(
+            alert("new_item", previous=None, product=replace(NEW, title=None, currency="EUR")),
+            ["New item: Product 1729", "€14.96 · 40% off"],
+            id="new_item-untitled",
+        ),
+        pytest.param(
+            alert("out_of_stock", product=replace(OLD, rank=None)),
+            [
+                "Out of stock: Goli Apple Cider Vinegar Gummies",
+                "No longer listed (last price $19.99)",
+            ],
+            id="out_of_stock",
+        ),
+        pytest.param(
+            alert(
+                "price_drop",
+                previous=Product("1729", price=Decimal("20")),
+                product=Product("1729", price=Decimal("19.95"), currency="USD"),
+            ),
+            ["Price drop: Product 1729", "$20.00 → $19.95 (-0.3%)"],
+            id="small-drop-keeps-a-decimal",
+        ),
+        pytest.param(
+            alert("price_drop", product=replace(NEW, price=None)),
+            ["Price drop: Goli Apple Cider Vinegar Gummies", "price unknown · 40% off"],
+            id="price-unknown",
+        ),
+    ],
+)
+def test_render_text(a: Alert, lines: list[str]) -> None:
+    text = render_text(a)
+    for line in lines:
+        assert line in text.splitlines(), text
+    if a.product and a.product.url:
+        assert text.splitlines()[-1] == a.product.url
+
+
+def test_notice_text_is_its_message() -> None:
+    assert render_text(notice("Watch x is failing: HTTP 500")) == "Watch x is failing: HTTP 500"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param(
+            "{title} now {price} (was {old_price}), {discount}% off",
+            "Goli Apple Cider Vinegar Gummies now $14.96 (was $19.99), 40% off",
+            id="fields",
+        ),
+        pytest.param(
+            "#{old_rank}→#{rank} {rule}@{watch} {shop} {url}",
+            "#9→#3 price-drop-10@goli-store Goli Nutrition https://shop.tiktok.com/view/product/1729",
+            id="every-other-field",
+        ),
+        pytest.param(
+            "{title} {nope}", "Goli Apple Cider Vinegar Gummies {nope}", id="missing-key-kept"
+        ),
+        pytest.param("{price:>8}", "  $14.96", id="format-spec"),
+    ],
+)
+def test_template(template: str, expected: str) -> None:
+    assert render_text(alert(), template) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{", id="unbalanced"),
+        pytest.param("{0}", id="positional"),
+        pytest.param("{}", id="auto-positional"),
+        pytest.param("{title.__class__}", id="attribute-access"),
+        pytest.param("{title[0]}", id="index-access"),
+        pytest.param("{rank:d}", id="bad-format-spec"),
+        pytest.param("{price:{x}}", id="nested-spec"),
+        pytest.param("{title!z}", id="bad-conversion"),
+    ],
+)
+def test_bad_template_falls_back_to_default(template: str) -> None:
+    assert render_text(alert(), template) == render_text(alert())
+    assert render_html(alert(), template) == render_html(alert())
+
+
+def test_template_none_values_render_empty() -> None:
+    a = alert("new_item", previous=None, product=Product("x", title="T"))
+    assert render_text(a, "[{price}|{old_price}|{rank}|{shop}]") == "[|||]"
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+EVIL = replace(
+    NEW,
+    title="<script>alert(1)</script> & co",
+    url='https://x.test/p?a=1&b="2"',
+    currency="<b>",
+)
+
+
+def test_html_escapes_every_dynamic_value() -> None:
+    html_text = render_html(alert(product=EVIL, previous=replace(EVIL, price=Decimal("20"))))
+    assert "<script>" not in html_text
+    assert "<b>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</b>" in html_text
+    assert '<a href="https://x.test/p?a=1&amp;b=&quot;2&quot;">' in html_text
+    assert "&lt;B&gt;" in html_text  # the unknown currency code, escaped
+    tags = re.findall(r"</?([a-z]+)", html_text)
+    assert set(tags) <= {"b", "a"}
+
+
+def test_html_template_output_is_escaped() -> None:
+    out = render_html(alert(product=EVIL), "<i>{title}</i>")
+    assert out == "&lt;i&gt;&lt;script&gt;alert(1)&lt;/script&gt; &amp; co&lt;/i&gt;"
+
+
+def test_html_links_only_http_urls() -> None:
+    out = render_html(alert(product=replace(NEW, url="javascript:alert(1)")))
+    assert "<a " not in out and "javascript" not in out
+
+
+def test_html_notice_is_escaped_message() -> None:
+    assert render_html(notice("a <b> & c")) == "a &lt;b&gt; &amp; c"
+
+
+# --- digests ----------------------------------------------------------------------------------
+
+
+def priced(pid: str, old: str | None, new: str, discount: int | None = None) -> Alert:
+    before = None if old is None else Product(pid, price=Decimal(old), currency="USD")
+    after = Product(
+        pid, title=f"T{pid}", price=Decimal(new), currency="USD", discount_percent=discount
+    )
+    return alert(product=after, previous=before, alert_id=pid * 32)
+
+
+def test_best_first_order() -> None:
+    small = priced("1", "10", "9")  # -10%
+    big = priced("2", "10", "5")  # -50%
+    disc = priced("3", None, "5", discount=60)
+    disc_small = priced("4", None, "5", discount=10)
+    tie = priced("5", "20", "18")  # -10%, after "1" (stable)
+    got = sort_best_first([notice(), small, disc_small, big, disc, tie])
+    assert [a.alert_id[0] for a in got] == ["2", "1", "5", "3", "4", "n"]
+
+
+def test_digest_text_lists_every_alert_best_first() -> None:
+    text = render_digest_text([priced("1", "10", "9"), priced("2", "10", "5"), notice()])
+    assert text.startswith("3 alerts\n\n")
+    assert text.index("T2") < text.index("T1") < text.index("no products")
+    assert "1. Price drop: T2\n$10.00 → $5.00 (-50%)" in text
+
+
+# --- split_message ----------------------------------------------------------------------------
+
+
+def check_chunks(text: str, chunks: list[str], limit: int) -> None:
+    assert all(0 < len(c) <= limit for c in chunks), [len(c) for c in chunks]
+    assert "".join(chunks).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(
+        " ", ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        pytest.param("", 10, [], id="empty"),
+        pytest.param("short", 10, ["short"], id="fits"),
+        pytest.param("x" * 10, 10, ["x" * 10], id="exactly-the-limit"),
+        pytest.param("aaaa\nbbbb\ncccc", 9, ["aaaa\nbbbb", "cccc"], id="line-boundaries"),
+        pytest.param("aa\n\nbb\ncc", 7, ["aa", "bb\ncc"], id="prefers-blank-line-blocks"),
+        pytest.param("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5], id="hard-split-long-line"),
+        pytest.param("aaa bbb ccc ddd", 8, ["aaa bbb", "ccc ddd"], id="long-line-at-spaces"),
+        pytest.param("xxxxxx<b>y</b>", 8, ["xxxxxx", "<b>y</b>"], id="not-inside-a-tag"),
+        pytest.param("xxxxx&amp;yy", 8, ["xxxxx", "&amp;yy"], id="not-inside-an-entity"),
+    ],
+)
+def test_split_message(text: str, limit: int, expected: list[str]) -> None:
+    assert split_message(text, limit) == expected
+
+
+def test_split_message_telegram_limit_on_a_big_digest() -> None:
+    alerts = [priced(str(n), "10", "9") for n in range(400)]
+    text = render_digest_text(alerts)
+    assert len(text) > 4096
+    chunks = split_message(text)
+    check_chunks(text, chunks, 4096)
+    assert all(not c.startswith("\n") and not c.endswith("\n") for c in chunks)
+
+
+def test_split_message_html_keeps_tags_whole() -> None:
+    line = " ".join(f'<a href="https://x.test/{n}">item&amp;{n}</a>' for n in range(200))
+    chunks = split_message(line, 100)
+    check_chunks(line, chunks, 100)
+    for c in chunks:
+        assert c.count("<") == c.count(">")
+        assert not re.search(r"&[a-z]*$", c)
+
+
+def test_split_message_rejects_bad_limit() -> None:
+    with pytest.raises(ValueError):
+        split_message("x", 0)

@@ -1,0 +1,304 @@
+"""The real TelegramChannel (python-telegram-bot) against the fake Bot API over real sockets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from watcher import render
+from watcher.channels.telegram import (
+    CAPTION_LIMIT,
+    MESSAGE_LIMIT,
+    TelegramChannel,
+    plan_messages,
+    split_html,
+    utf16_len,
+)
+from watcher.config import ChannelConfig
+from watcher.errors import DeliveryError
+from watcher.models import Alert, Product
+from watcher.store import Store
+
+from .fakebot import TOKEN, FakeBotAPI
+
+CHAT = 4242
+GROUP = -100555
+NEW_GROUP = -100123
+
+ALERT = Alert(
+    alert_id="a1",
+    kind="price_drop",
+    watch_id="goli-store",
+    detected_at=datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+    rule_id="price-drop-10",
+    product=Product(
+        id="1729",
+        title="Gummies <script>alert(1)</script> & more",
+        url="https://www.tiktok.com/view/product/1729?a=1&b=2",
+        image_url="https://img.example.com/1729.jpg",
+        currency="USD",
+        price=Decimal("14.96"),
+        original_price=Decimal("24.99"),
+        discount_percent=40,
+    ),
+    previous=Product(id="1729", price=Decimal("19.99")),
+)
+
+
+def make_alert(i: int, title: str | None = None) -> Alert:
+    p = Product(
+        id=f"p{i}",
+        title=title or f"Product number {i} with a reasonably long descriptive title for the list",
+        url=f"https://www.tiktok.com/view/product/{i}",
+        currency="USD",
+        price=Decimal(100 - i) / 2,
+    )
+    return Alert(
+        alert_id=f"a{i}",
+        kind="price_drop",
+        watch_id="w",
+        detected_at=datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        rule_id="r",
+        product=p,
+        previous=Product(id=f"p{i}", price=Decimal(100 - i) / 2 + i),
+        batch="w:1",
+    )
+
+
+@pytest.fixture
+async def fake():
+    f = FakeBotAPI()
+    await f.start()
+    yield f
+    await f.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def channel(fake, store):
+    ch = TelegramChannel(
+        ChannelConfig(
+            id="deals",
+            type="telegram",
+            token=TOKEN,
+            base_url=fake.base_url,
+            timeout=timedelta(seconds=1),
+        ),
+        store,
+    )
+    yield ch
+    await ch.close()
+
+
+async def test_single_alert_is_a_photo_with_escaped_html_caption(fake, channel):
+    await channel.send(str(CHAT), [ALERT])
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendPhoto"
+    assert sent.photo == ALERT.product.image_url
+    assert sent.parse_mode == "HTML"
+    assert "<script>" not in sent.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in sent.text
+    assert "$19.99 → $14.96" in sent.text
+    assert 'href="https://www.tiktok.com/view/product/1729?a=1&amp;b=2"' in sent.text
+
+
+async def test_no_image_is_a_text_message(fake, channel):
+    alert = replace(ALERT, product=replace(ALERT.product, image_url=None))
+    await channel.send(str(CHAT), [alert])
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendMessage"
+    assert sent.parse_mode == "HTML"
+    assert "&lt;script&gt;" in sent.text
+
+
+async def test_caption_over_1024_is_a_text_message(fake, channel):
+    alert = replace(ALERT, product=replace(ALERT.product, title="Very long title " * 80))
+    assert utf16_len(render.render_html(alert)) > CAPTION_LIMIT
+    await channel.send(str(CHAT), [alert])
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendMessage"
+    assert "Very long title" in sent.text
+
+
+async def test_digest_of_40_uses_fewest_messages_below_4096(fake, channel):
+    alerts = [make_alert(i) for i in range(40)]
+    await channel.send(str(CHAT), alerts)
+    sent = fake.sent_to(CHAT)
+    expected = render.split_message(render.render_digest_html(alerts), MESSAGE_LIMIT)
+    total = sum(len(s) for s in expected)
+    assert len(sent) == len(expected) > 1
+    assert len(sent) <= -(-total // MESSAGE_LIMIT) + 1  # near the lower bound
+    assert all(s.method == "sendMessage" and len(s.text) < MESSAGE_LIMIT for s in sent)
+    body = "\n".join(s.text for s in sent)
+    for i in range(40):
+        assert f"Product number {i} with" in body
+    assert sent[0].text.startswith("<b>40 alerts</b>")
+    # best first: the biggest drop (i=39: 30.5 → 69.5 is the largest fraction) leads
+    first_item = sent[0].text.split("\n\n")[1]
+    assert "Product number 39 with" in first_item
+    assert all(s.params.get("link_preview_options") == {"is_disabled": True} for s in sent)
+
+
+def test_emoji_titles_are_split_by_utf16_length():
+    alerts = [make_alert(i, title="🔥" * 300) for i in range(20)]
+    parts = split_html(render.render_digest_html(alerts))
+    assert all(utf16_len(p) <= MESSAGE_LIMIT for p in parts)
+
+
+async def test_notice_is_escaped_text(fake, channel):
+    notice = Alert(
+        alert_id="n1",
+        kind="watch_failing",
+        watch_id="goli-store",
+        detected_at=datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        message="watch goli-store failing: HTTP 500 <html>",
+    )
+    await channel.send(str(CHAT), [notice])
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendMessage"
+    assert sent.text == "watch goli-store failing: HTTP 500 &lt;html&gt;"
+
+
+async def test_rule_template_text_is_sent_escaped(fake, channel):
+    alert = replace(ALERT, message="Deal <b>now</b>: Gummies", product=replace(ALERT.product))
+    [msg] = plan_messages([alert])
+    assert msg.text == "Deal &lt;b&gt;now&lt;/b&gt;: Gummies"
+    default = replace(ALERT, message=render.render_text(ALERT))
+    [msg] = plan_messages([default])
+    assert msg.text == render.render_html(ALERT)
+
+
+async def test_retry_after_is_retryable_with_delay(fake, channel):
+    fake.fail(CHAT, "retry_after:5")
+    with pytest.raises(DeliveryError) as e:
+        await channel.send(str(CHAT), [ALERT])
+    assert e.value.retryable is True
+    assert e.value.retry_after == 5
+    assert fake.sent_to(CHAT) == []
+
+
+async def test_forbidden_forgets_the_chat_and_is_final(fake, channel, store):
+    store.subscribe("deals", CHAT, "rule", "price-drop-10")
+    store.subscribe("deals", CHAT, "all")
+    store.subscribe("deals", 777, "all")
+    store.set_mute("deals", CHAT, datetime.now(UTC) + timedelta(hours=1))
+    fake.fail(CHAT, "forbidden")
+    with pytest.raises(DeliveryError) as e:
+        await channel.send(str(CHAT), [ALERT])
+    assert e.value.retryable is False
+    assert store.subscriptions("deals", CHAT) == []
+    assert ("deals", CHAT) not in store.mutes("deals")
+    assert len(store.subscriptions("deals", 777)) == 1
+
+
+async def test_chat_migrated_resends_to_new_id_and_moves_subscriptions(fake, channel, store):
+    store.subscribe("deals", GROUP, "watch", "goli-store")
+    fake.fail(GROUP, f"migrate:{NEW_GROUP}")
+    await channel.send(str(GROUP), [ALERT])
+    assert fake.sent_to(GROUP) == []
+    [sent] = fake.sent_to(NEW_GROUP)
+    assert sent.method == "sendPhoto"
+    assert store.subscriptions("deals", GROUP) == []
+    assert [(s.scope, s.name) for s in store.subscriptions("deals", NEW_GROUP)] == [
+        ("watch", "goli-store")
+    ]
+
+
+async def test_migration_in_the_middle_of_a_digest_sends_the_rest_once(fake, channel):
+    alerts = [make_alert(i) for i in range(40)]
+    expected = len(plan_messages(alerts))
+    await channel.send(str(GROUP), alerts[:1])  # one message arrives at the old id
+    fake.fail(GROUP, f"migrate:{NEW_GROUP}")
+    await channel.send(str(GROUP), alerts)
+    assert len(fake.sent_to(NEW_GROUP)) == expected
+
+
+@pytest.mark.parametrize("mode", ["server_error", "bad_gateway", "slow:3"])
+async def test_server_errors_and_timeouts_are_retryable(fake, channel, mode):
+    fake.fail(CHAT, mode)
+    with pytest.raises(DeliveryError) as e:
+        await channel.send(str(CHAT), [ALERT])
+    assert e.value.retryable is True
+    assert e.value.retry_after is None
+
+
+async def test_bad_request_on_photo_falls_back_to_text(fake, channel):
+    fake.fail(CHAT, "bad_request", methods=["sendPhoto"])
+    await channel.send(str(CHAT), [ALERT])
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendMessage"
+    assert "&lt;script&gt;" in sent.text
+    assert [r.method for r in fake.requests if r.method.startswith("send")] == [
+        "sendPhoto",
+        "sendMessage",
+    ]
+
+
+async def test_other_bad_request_is_final(fake, channel):
+    fake.fail(CHAT, "not_found", methods=["sendMessage"])
+    with pytest.raises(DeliveryError) as e:
+        await channel.send(str(CHAT), [make_alert(1)])
+    assert e.value.retryable is False
+
+
+async def test_bad_target_is_final(channel):
+    with pytest.raises(DeliveryError) as e:
+        await channel.send("", [ALERT])
+    assert e.value.retryable is False
+
+
+async def test_token_never_appears_in_logs_or_errors(fake, store, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = TelegramChannel(
+        ChannelConfig(
+            id="deals", type="telegram", token="999:WRONG-SECRET", base_url=fake.base_url
+        ),
+        store,
+    )
+    with pytest.raises(DeliveryError) as e:
+        await wrong.send(str(CHAT), [ALERT])
+    await wrong.close()
+    ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]  # the fake's own
+    assert "WRONG-SECRET" not in str(e.value)
+    assert all("WRONG-SECRET" not in r.getMessage() for r in ours)
+    ch = TelegramChannel(
+        ChannelConfig(id="deals", type="telegram", token=TOKEN, base_url=fake.base_url), store
+    )
+    await ch.send(str(CHAT), [ALERT])
+    await ch.close()
+    ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]
+    assert all(TOKEN not in r.getMessage() for r in ours)
+
+
+async def test_reopens_after_the_shared_bot_was_shut_down(fake, channel):
+    await channel.start()
+    await channel.bot.shutdown()  # what Application.shutdown() does to the shared bot
+    await channel.send(str(CHAT), [ALERT])
+    assert len(fake.sent_to(CHAT)) == 1
+
+
+async def test_outbox_honours_retry_after_then_delivers(fake, channel, store):
+    from watcher.dispatch import Dispatcher
+
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    clock = [now]
+    store.add_alerts([(ALERT, [("deals", str(CHAT))])], now)
+    dispatcher = Dispatcher(store, {"deals": channel}, clock=lambda: clock[0])
+    fake.fail(CHAT, "retry_after:5")
+    assert await dispatcher.deliver_due() == 1
+    assert fake.sent_to(CHAT) == []
+    assert store.due_deliveries(now + timedelta(seconds=4)) == []
+    clock[0] = now + timedelta(seconds=5)
+    assert await dispatcher.deliver_due() == 1
+    assert [s.method for s in fake.sent_to(CHAT)] == ["sendPhoto"]
+    assert store.delivery_counts() == {"sent": 1}
