@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -109,3 +110,81 @@ async def run_watcher(
         out, err = await proc.communicate()
         raise AssertionError(f"watcher {args} timed out\n{err.decode()}") from None
     return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+class DaemonProcess:
+    """A real ``watcher run`` subprocess whose log lines the test can wait for."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task | None = None
+        self._new_line = asyncio.Event()
+
+    async def start(self) -> DaemonProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            WATCHER,
+            "run",
+            *self.args,
+            "-v",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self._new_line.set()
+
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in self.lines)
+
+    async def wait_log(self, needle: str, *, count: int = 1, timeout: float = 20) -> None:
+        """Wait until ``needle`` appeared in ``count`` log lines (or fail with the log)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.count(needle) < count:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}\n" + self.log())
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"no {needle!r} x{count} in time\n" + self.log())
+            self._new_line.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_line.wait(), min(left, 0.5))
+
+    def log(self) -> str:
+        return "\n".join(self.lines[-80:])
+
+    async def stop(self, sig: int = 15, timeout: float = 15) -> tuple[int, float]:
+        """Send ``sig`` (SIGTERM by default); return (exit code, seconds it took)."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError("daemon did not stop in time\n" + self.log()) from None
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        return code, loop.time() - started
+
+
+async def wait_until(predicate, *, timeout: float = 20, what: str = "condition") -> None:
+    """Poll ``predicate`` with a deadline: end-to-end waits never sleep and hope."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

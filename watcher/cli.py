@@ -166,7 +166,10 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
 
 
 async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
-    from .runtime import Runtime
+    """The real daemon against the built-in simulator; the world moves once every watch
+    has seen the current step, so each change is observed (and alerted) exactly once."""
+    from .daemon import Daemon
+    from .pipeline import PollOutcome
     from .simulator import start_simulator
 
     sim = await start_simulator()
@@ -178,33 +181,56 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
     demo_yaml = resources.files("watcher").joinpath("demo.yaml")
     with resources.as_file(demo_yaml) as path:
         cfg = load_config(path)
-    print(f"watcher demo: simulated API at {sim.base_url}, database {db}", flush=True)
+    cfg = _with_interval(cfg, interval)
+    print(f"watcher demo: simulated TikTok Shop APIs at {sim.base_url}", flush=True)
     print(
-        "first poll stores a baseline (no alerts); the simulated shops then change\n", flush=True
+        "the first poll of each watch stores a baseline quietly; then the simulated shops "
+        "change and alerts appear below (Ctrl-C stops)\n",
+        flush=True,
     )
-    rt = Runtime(cfg, db)
-    n = 0
-    try:
+    seen: set[str] = set()
+    cycle_done = asyncio.Event()
+
+    def on_cycle(outcome: PollOutcome) -> None:
+        seen.add(outcome.watch_id)
+        if seen >= set(cfg.watches):
+            seen.clear()
+            cycle_done.set()
+
+    daemon = Daemon(cfg, db, on_cycle=on_cycle)
+
+    async def stepper() -> None:
+        n = 0
         while True:
+            await cycle_done.wait()
+            cycle_done.clear()
             n += 1
-            outcomes = await rt.poll_all()
-            alerts = sum(len(o.alerts) for o in outcomes)
-            await rt.dispatcher.drain(min(interval, 5.0))
-            print(
-                f"--- cycle {n}: "
-                + "; ".join(f"{o.watch_id} {o.status}" for o in outcomes)
-                + f"; {alerts} alerts",
-                flush=True,
-            )
+            await asyncio.sleep(0.5)  # let the console print this cycle's alerts first
+            print(f"--- cycle {n} done (simulated step {sim.simulator.world.current_step})")
             if cycles and n >= cycles:
-                return EXIT_OK
+                daemon.request_stop()
+                return
             sim.step()
-            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(stepper())
+    try:
+        return await daemon.run()
     finally:
-        await rt.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await sim.close()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _with_interval(cfg: Config, seconds: float) -> Config:
+    """The demo's --interval overrides the bundled config's poll interval."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    every = timedelta(seconds=max(1, round(seconds)))
+    watches = {k: replace(w, every=every, cron=None) for k, w in cfg.watches.items()}
+    return replace(cfg, watches=watches)
 
 
 # ---------------------------------------------------------------- history and alerts

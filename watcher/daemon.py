@@ -120,8 +120,10 @@ class Daemon:
         log.info("event=stopped")
         return 0
 
-    def status(self) -> list[dict]:
-        """Per-watch state for /status: last poll, next poll, last error, products."""
+    def status(self) -> list:
+        """Per-watch state for the bot's /status: last poll, next poll, last error, products."""
+        from .bot import WatchStatus
+
         assert self.rt is not None
         states = self.rt.store.all_watch_states()
         out = []
@@ -129,14 +131,13 @@ class Daemon:
             job = self.scheduler.get_job(wid) if self.scheduler else None
             st = states.get(wid)
             out.append(
-                {
-                    "watch_id": wid,
-                    "last_poll": st.last_poll_at if st else None,
-                    "next_poll": job.next_run_time if job else None,
-                    "last_error": st.last_error if st else None,
-                    "products": st.products if st else 0,
-                    "failures": st.consecutive_failures if st else 0,
-                }
+                WatchStatus(
+                    watch_id=wid,
+                    last_poll=st.last_poll_at if st else None,
+                    next_poll=job.next_run_time if job else None,
+                    last_error=st.last_error if st else None,
+                    products=st.products if st else 0,
+                )
             )
         return out
 
@@ -176,19 +177,19 @@ class Daemon:
         self.scheduler.start()
 
     async def _start_bots(self) -> None:
+        """One command service per Telegram channel, sharing the channel's bot."""
         assert self.rt is not None
-        try:
-            from .bot import BotService
-        except ImportError:  # the bot module is optional until it lands
+        telegram = [c for c in self.rt.dispatcher.channels.values() if c.config.type == "telegram"]
+        if not telegram:
             return
-        for cid, ch in self.rt.dispatcher.channels.items():
-            if ch.config.type != "telegram":
-                continue
+        from .bot import BotService
+
+        for ch in telegram:
             svc = BotService(self.config, self.rt.store, ch, status=self.status)
             try:
                 await svc.start()
             except Exception as exc:  # a bot that cannot start must not stop the alerts
-                log.error("event=bot_start_failed channel=%s error=%s", cid, exc)
+                log.error("event=bot_start_failed channel=%s error=%s", ch.id, exc)
                 continue
             self.bots.append(svc)
 

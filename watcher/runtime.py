@@ -47,7 +47,14 @@ class Runtime:
             )
             for name, pcfg in config.providers.items()
         }
-        self.pipeline = Pipeline(config, self.store, self.clients, self.meter, dry_run=dry_run)
+        self.pipeline = Pipeline(
+            config,
+            self.store,
+            self.clients,
+            self.meter,
+            dry_run=dry_run,
+            subscribers=self.store.subscribers,  # chats that /subscribe'd get alerts too
+        )
         self.dispatcher = Dispatcher(self.store, build_channels(config, store=self.store))
 
     async def poll_all(

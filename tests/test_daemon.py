@@ -1,0 +1,251 @@
+"""``watcher run`` as a real subprocess: the simulator, a webhook receiver and a fake Telegram
+Bot API on 127.0.0.1, second-level intervals, real SIGTERM and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from watcher.simulator import demo as S
+from watcher.simulator import start_simulator
+from watcher.simulator.world import Item
+
+from .fakebot import TOKEN, FakeBotAPI
+from .support import WATCHER, DaemonProcess, WebhookReceiver, wait_until
+
+ADMIN = 9001
+CHAT = 111  # in chat_ids
+OTHER = 222  # subscribes by command
+
+CONFIG = """\
+providers:
+  socialfetch: {api_key: sfk, base_url: "${SIM_URL}", requests_per_second: 100}
+  keyapi: {api_key: kk, base_url: "${SIM_URL}", requests_per_second: 100}
+channels:
+  hook:
+    type: webhook
+    url: "${HOOK_URL}"
+    secret: s3cret
+  tg:
+    type: telegram
+    token: "${TG_TOKEN}"
+    base_url: "${TG_URL}"
+    chat_ids: [111]
+    admins: [9001]
+watches:
+  - {id: goli-store, type: store, url: "@STORE@", every: 1s, max_pages: 10,
+     notify_failures_after: 3}
+  - {id: crocs-search, type: search, query: "@QUERY@", every: 1s}
+rules:
+  - {id: price-drop-10, when: price_drop, min_percent: 10, notify: [hook, tg], cooldown: 1s}
+  - {id: all-time-low, when: lowest_price, notify: [hook], cooldown: 1s}
+""".replace("@STORE@", S.STORE_URL).replace("@QUERY@", S.QUERY)
+
+STEP1 = Counter(
+    [("price-drop-10", S.ACV), ("all-time-low", S.ACV), ("all-time-low", S.ASHWAGANDHA)]
+)
+STEP2 = Counter(
+    [
+        ("price-drop-10", S.MATCHA),
+        ("all-time-low", S.MATCHA),
+        ("price-drop-10", S.CLASSIC_CLOG),
+        ("all-time-low", S.CLASSIC_CLOG),
+    ]
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pairs(alerts: list[dict]) -> Counter:
+    return Counter((a["rule"], a["product"]["id"]) for a in alerts if a["rule"])
+
+
+@pytest.fixture
+async def world(tmp_path: Path):
+    sim = await start_simulator()
+    hook = WebhookReceiver(secret="s3cret")
+    await hook.start()
+    bot = FakeBotAPI()
+    tg_url = await bot.start()
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(CONFIG)
+    env = {"SIM_URL": sim.base_url, "HOOK_URL": hook.url, "TG_TOKEN": TOKEN, "TG_URL": tg_url}
+    args = ["-c", str(cfg), "--db", f"sqlite:///{tmp_path / 'w.db'}"]
+
+    def daemon(*extra: str) -> DaemonProcess:
+        return DaemonProcess(*args, *extra, env=env)
+
+    yield sim, hook, bot, daemon
+    await bot.close()
+    await hook.close()
+    await sim.close()
+
+
+async def baseline(d: DaemonProcess) -> None:
+    await d.wait_log("event=poll watch=goli-store status=baseline")
+    await d.wait_log("event=poll watch=crocs-search status=baseline")
+
+
+async def test_alerts_arrive_on_schedule_and_sigterm_stops_cleanly(world):
+    sim, hook, bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    assert hook.alerts() == []
+    sim.step()
+    await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="step 1 alerts on the webhook")
+    # Telegram: the price-drop rule notifies the tg channel, which always sends to chat_ids
+    await wait_until(lambda: len(bot.sent_to(CHAT)) == 1, what="telegram alert")
+    sent = bot.sent_to(CHAT)[0]
+    assert sent.method == "sendPhoto"
+    assert "16.99" in sent.body and "19.99" in sent.body
+    code, took = await d.stop(signal.SIGTERM)
+    assert code == 0, d.log()
+    assert took < 10
+    assert d.count("event=stopped") == 1
+    assert all(TOKEN not in line for line in d.lines), "a log line leaked the bot token"
+    assert all("s3cret" not in line for line in d.lines)
+
+
+async def test_restarts_and_kills_lose_nothing_and_duplicate_nothing(world):
+    sim, hook, bot, daemon = world
+    hook.fail_next = 10**6  # the receiver is down for the whole first run
+    d = await daemon().start()
+    await baseline(d)
+    sim.step()
+    await d.wait_log("event=poll watch=goli-store status=ok products=32 pages=4 alerts=3")
+    await d.wait_log("attempt 1 failed")
+    assert (await d.stop())[0] == 0
+    assert hook.alerts() == []
+
+    hook.fail_next = 0  # back up: the restart delivers what was pending, once
+    d = await daemon().start()
+    await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="pending alerts after restart")
+    sim.step()
+    await wait_until(lambda: pairs(hook.alerts()) == STEP1 + STEP2, what="step 2 alerts")
+    # SIGKILL: no graceful anything; then a restart with nothing new must deliver nothing new
+    code, _ = await d.stop(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    d = await daemon().start()
+    await d.wait_log("event=poll watch=goli-store status=ok", count=2)
+    assert (await d.stop())[0] == 0
+    ids = [a["alert_id"] for a in hook.alerts()]
+    assert len(ids) == len(set(ids)) == sum((STEP1 + STEP2).values())
+
+
+async def test_subscription_by_command_survives_a_restart(world):
+    sim, hook, bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    bot.command(OTHER, OTHER, "/subscribe price-drop-10")
+    reply = await bot.wait_reply(OTHER)
+    assert "price-drop-10" in reply.body
+    bot.command(ADMIN, ADMIN, "/status")
+    status = await bot.wait_reply(ADMIN)
+    assert "goli-store" in status.body and "crocs-search" in status.body
+    assert (await d.stop())[0] == 0
+
+    d = await daemon().start()
+    await d.wait_log("event=poll watch=goli-store status=ok")
+    sim.step()
+    await wait_until(
+        lambda: any("16.99" in s.body for s in bot.sent_to(OTHER)), what="subscriber alert"
+    )
+    assert any("16.99" in s.body for s in bot.sent_to(CHAT))
+    assert (await d.stop())[0] == 0
+
+
+async def test_a_store_sale_reaches_each_chat_as_one_digest(world):
+    sim, hook, bot, daemon = world
+    store = sim.world.stores[S.STORE_URL]
+    for i in range(8):
+        item = Item(id=f"17400000000000000{i:02d}", title=f"Extra item {i}", price=Decimal("10"))
+        store.add(item)
+    d = await daemon().start()
+    await baseline(d)
+    for item in store.products:
+        if item.price is not None:
+            item.reprice(str((item.price * Decimal("0.6")).quantize(Decimal("0.01"))))
+    await d.wait_log("alerts=80")  # 40 price drops + 40 all-time lows
+    await wait_until(lambda: len(hook.alerts()) == 80, what="80 alerts on the webhook")
+    # one poll's burst is one request, not 80
+    assert len(hook.accepted) == 1
+    assert hook.accepted[0]["kind"] == "digest" and hook.accepted[0]["count"] == 80
+    await wait_until(lambda: len(bot.sent_to(CHAT)) >= 1, what="telegram digest")
+    await d.wait_log("sent alerts=", count=2)
+    msgs = bot.sent_to(CHAT)
+    assert 1 <= len(msgs) <= 3, [m.method for m in msgs]  # one digest, split below 4096
+    assert all(len(m.body) <= 4096 for m in msgs)
+    text = "\n".join(m.body for m in msgs)
+    assert text.count("Extra item") == 8
+    assert (await d.stop())[0] == 0
+
+
+async def test_failing_watch_sends_one_failing_and_one_recovered_notice(world):
+    sim, hook, bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    sim.add_fault("/v1/tiktok/shop/products", status=503, times=None, retry_after=0)
+    await d.wait_log("event=poll watch=goli-store status=failed", count=5, timeout=40)
+    sim.simulator.clear_faults()
+    await d.wait_log("event=poll watch=goli-store status=ok")
+    await wait_until(
+        lambda: [a["kind"] for a in hook.alerts()] == ["watch_failing", "watch_recovered"],
+        what="failing + recovered notices",
+    )
+    # Telegram notices go to the admins, once each
+    await wait_until(lambda: len(bot.sent_to(ADMIN)) == 2, what="admin notices")
+    texts = [s.body for s in bot.sent_to(ADMIN)]
+    assert "failed" in texts[0] and "recovered" in texts[1]
+    assert bot.sent_to(CHAT) == []
+    assert (await d.stop())[0] == 0
+
+
+async def test_healthz_and_metrics(world):
+    sim, hook, bot, daemon = world
+    port = free_port()
+    d = await daemon("--http", f"127.0.0.1:{port}").start()
+    await baseline(d)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as r:
+            assert r.status == 200
+        async with http.get(f"{base}/metrics") as r:
+            before = await r.text()
+        assert 'watcher_polls_total{status="baseline",watch="goli-store"} 1.0' in before
+        assert 'watcher_credits_total{provider="socialfetch"}' in before
+        sim.step()
+        await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="step 1 alerts")
+        await d.wait_log("sent alerts=")
+        async with http.get(f"{base}/metrics") as r:
+            after = await r.text()
+    assert 'watcher_alerts_total{kind="price_drop",rule="price-drop-10"} 1.0' in after
+    assert 'watcher_deliveries_total{channel="hook",outcome="sent"}' in after
+    assert "watcher_poll_duration_seconds_bucket" in after
+    assert (await d.stop())[0] == 0
+
+
+def test_systemd_unit_verifies(tmp_path):
+    """systemd-analyze verify on the shipped unit (ExecStart pointed at this venv's watcher)."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: .ci/run installs systemd"
+    unit = (Path(__file__).parents[1] / "systemd" / "watcher.service").read_text()
+    for key in ("Type=notify", "WatchdogSec=", "DynamicUser=yes", "StateDirectory=watcher"):
+        assert key in unit
+    unit = unit.replace("/opt/watcher/.venv/bin/watcher", WATCHER)
+    path = tmp_path / "watcher.service"
+    path.write_text(unit)
+    proc = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
