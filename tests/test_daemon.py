@@ -120,7 +120,7 @@ async def test_alerts_arrive_on_schedule_and_sigterm_stops_cleanly(world):
 
 
 async def test_restarts_and_kills_lose_nothing_and_duplicate_nothing(world):
-    sim, hook, bot, daemon = world
+    sim, hook, _bot, daemon = world
     hook.fail_next = 10**6  # the receiver is down for the whole first run
     d = await daemon().start()
     await baseline(d)
@@ -146,7 +146,7 @@ async def test_restarts_and_kills_lose_nothing_and_duplicate_nothing(world):
 
 
 async def test_subscription_by_command_survives_a_restart(world):
-    sim, hook, bot, daemon = world
+    sim, _hook, bot, daemon = world
     d = await daemon().start()
     await baseline(d)
     bot.command(OTHER, OTHER, "/subscribe price-drop-10")
@@ -214,7 +214,7 @@ async def test_failing_watch_sends_one_failing_and_one_recovered_notice(world):
 
 
 async def test_healthz_and_metrics(world):
-    sim, hook, bot, daemon = world
+    sim, hook, _bot, daemon = world
     port = free_port()
     d = await daemon("--http", f"127.0.0.1:{port}").start()
     await baseline(d)
