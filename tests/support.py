@@ -179,6 +179,13 @@ class DaemonProcess:
             await asyncio.gather(self._reader, return_exceptions=True)
         return code, loop.time() - started
 
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
 
 async def wait_until(predicate, *, timeout: float = 20, what: str = "condition") -> None:
     """Poll ``predicate`` with a deadline: end-to-end waits never sleep and hope."""

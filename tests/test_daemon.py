@@ -85,10 +85,15 @@ async def world(tmp_path: Path):
     env = {"SIM_URL": sim.base_url, "HOOK_URL": hook.url, "TG_TOKEN": TOKEN, "TG_URL": tg_url}
     args = ["-c", str(cfg), "--db", f"sqlite:///{tmp_path / 'w.db'}"]
 
+    started: list[DaemonProcess] = []
+
     def daemon(*extra: str) -> DaemonProcess:
-        return DaemonProcess(*args, *extra, env=env)
+        started.append(DaemonProcess(*args, *extra, env=env))
+        return started[-1]
 
     yield sim, hook, bot, daemon
+    for d in started:  # a failed test must not leave a daemon running
+        await d.kill()
     await bot.close()
     await hook.close()
     await sim.close()
@@ -249,3 +254,73 @@ def test_systemd_unit_verifies(tmp_path):
     path.write_text(unit)
     proc = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_sd_notify_ready_watchdog_and_stopping(world, tmp_path):
+    """Under systemd (NOTIFY_SOCKET set) the daemon says READY=1, pings the watchdog, and
+    says STOPPING=1 on SIGTERM; the unit's Type=notify and WatchdogSec rely on that."""
+    _sim, _hook, _bot, daemon = world
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.setblocking(False)
+    messages: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return messages
+
+    d = daemon()
+    d.env.update({"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"})
+    await d.start()
+    await wait_until(lambda: "READY=1" in drain(), what="READY=1")
+    await wait_until(lambda: drain().count("WATCHDOG=1") >= 2, what="two watchdog pings")
+    assert any(m.startswith("STATUS=") for m in messages)
+    assert (await d.stop())[0] == 0
+    assert "STOPPING=1" in drain()
+    sock.close()
+
+
+async def test_a_crashing_poll_is_recorded_on_the_watch_not_swallowed(tmp_path, monkeypatch):
+    """APScheduler swallows job exceptions; the EVENT_JOB_ERROR listener records them."""
+    import asyncio
+
+    from watcher.config import load_config
+    from watcher.daemon import Daemon
+    from watcher.pipeline import Pipeline
+    from watcher.store import Store
+
+    sim = await start_simulator()
+    try:
+        cfg_path = tmp_path / "rules.yaml"
+        cfg_path.write_text(
+            f"providers:\n  socialfetch: {{api_key: k, base_url: '{sim.base_url}'}}\n"
+            "channels:\n  out: {type: console}\n"
+            "watches:\n  - {id: s, type: search, query: crocs clogs, every: 1s}\n"
+            "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+        )
+        db = f"sqlite:///{tmp_path / 'w.db'}"
+
+        async def boom(self, watch):
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(Pipeline, "poll", boom)
+        daemon = Daemon(load_config(cfg_path), db)
+        task = asyncio.create_task(daemon.run())
+        await wait_until(
+            lambda: (
+                daemon.rt is not None
+                and (st := daemon.rt.store.watch_state("s")) is not None
+                and "disk on fire" in (st.last_error or "")
+            ),
+            what="the crash recorded on the watch",
+        )
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
+        state = Store(db).watch_state("s")
+        assert state.last_error == "internal error: RuntimeError: disk on fire"
+    finally:
+        await sim.close()
