@@ -173,10 +173,6 @@ _SECTIONS = {
     "rules": "a list of rules, each starting '- id: ...'",
 }
 
-# "At least one of these optional keys": kinds.py declares only single required keys.
-_WATCH_ONE_OF = {"top_products": ("category_id", "keyword")}
-_RULE_ONE_OF = {"rank_jump": ("min_positions", "top")}
-
 # The keys of every watch type, checked even when a watch's type is unknown.
 _SHARED_WATCH_PARAMS = {
     key: param
@@ -422,7 +418,7 @@ def _watches(
                 f"{what} has no schedule; add 'every' (e.g. every: 15m) "
                 "or 'cron' (e.g. cron: \"*/15 * * * *\")",
             )
-        _one_of(r, entries, _WATCH_ONE_OF.get(wtype, ()), f"{what} ({wtype})", item)
+        _one_of(r, entries, wt.one_of, f"{what} ({wtype})", item)
         if wt.provider not in providers:
             r.issue(
                 entries["type"][1],
@@ -489,7 +485,7 @@ def _rules(
             r.check_keys(entries, params, f"{what} (when: {when})", hint)
         values = r.fields(entries, params, what, item, skip=("id", "when"))
         if kind:
-            _one_of(r, entries, _RULE_ONE_OF.get(kind.name, ()), f"{what} ({when})", item)
+            _one_of(r, entries, kind.one_of, f"{what} ({when})", item)
         if "notify" in values:
             _refs(r, entries["notify"][1], values["notify"], what, channels, "channel")
         if "watches" in values:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 class Param:
     """One config key: its value type and whether it must be present.
 
-    ``type`` is one of: str, int, positive_int, percent (int 0..100), decimal (non-negative
-    Decimal from a string or number), duration (``15m``), bool, str_list, int_list, str_map,
-    regex, region, cron, hhmm_range (``"23:00-07:00"``), timezone.
+    ``type`` is one of: str, int, positive_int, positive_number, percent (int 0..100), decimal
+    (non-negative Decimal from a string or number), duration (``15m``), bool, str_list,
+    int_list, str_map, map, regex, region, cron, hhmm_range (``"23:00-07:00"``), timezone.
     """
 
     type: str
@@ -31,6 +31,7 @@ class WatchType:
     doc: str
     params: dict[str, Param]
     tracks_stock: bool
+    one_of: tuple[str, ...] = ()  # at least one of these optional keys must be set
 
 
 _SCHEDULE = {
@@ -93,6 +94,7 @@ WATCH_TYPES: dict[str, WatchType] = {
                 **_SCHEDULE,
             },
             tracks_stock=False,
+            one_of=("category_id", "keyword"),
         ),
     )
 }
@@ -107,6 +109,7 @@ class RuleKind:
     params: dict[str, Param]
     # watch types it may name; None = all
     watch_types: frozenset[str] | None = None
+    one_of: tuple[str, ...] = ()  # at least one of these optional keys must be set
 
 
 RULE_KINDS: dict[str, RuleKind] = {
@@ -141,6 +144,7 @@ RULE_KINDS: dict[str, RuleKind] = {
                 "min_positions": Param("positive_int", doc="places gained since last poll"),
                 "top": Param("positive_int", doc="new rank must be <= top"),
             },
+            one_of=("min_positions", "top"),
         ),
         RuleKind(
             "out_of_stock",
