@@ -239,7 +239,7 @@ def _with_interval(cfg: Config, seconds: float) -> Config:
 def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:
     from .store import Store
 
-    store = Store(db)
+    store = Store(db, must_exist=True)
     rows = store.product_history(product_id)
     if not rows:
         print(f"watcher: no history for product {product_id}", file=sys.stderr)
@@ -264,7 +264,7 @@ def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:
 def _alerts(db: str | None, *, failed: bool, limit: int) -> int:
     from .store import Store
 
-    store = Store(db)
+    store = Store(db, must_exist=True)
     for alert, deliveries in store.recent_alerts(limit=limit, failed=failed):
         states = ", ".join(
             f"{d.channel}{':' + d.target if d.target else ''}={d.status}"

@@ -22,7 +22,7 @@ from .diff import diff
 from .errors import PaymentRequired, ProviderUnavailable
 from .models import Alert, AlertDraft, DiffResult, PollResult, Tracked
 from .rules import RuleContext, evaluate
-from .store import PollWrite, Store, as_utc
+from .store import PollWrite, Store, WatchState, as_utc
 
 log = logging.getLogger("watcher.pipeline")
 
@@ -59,6 +59,7 @@ class CreditMeter:
         self._pending: dict[tuple[str, date], list[int]] = {}
         self._stored: dict[tuple[str, date], int] = {}
         self._lock = threading.Lock()  # record() runs on the loop, flush() in worker threads
+        self._flush_lock = threading.Lock()  # flush() and refresh() one at a time
 
     def record(self, provider: str, credits: int) -> None:
         key = (provider, self._clock().date())
@@ -78,14 +79,25 @@ class CreditMeter:
         budget = self._budgets.get(provider)
         return None if budget is None else budget - self.spent_today(provider)
 
+    def refresh(self, provider: str) -> None:
+        """Re-read today's stored spend of a budgeted provider: other processes spend too."""
+        if self._budgets.get(provider) is None:
+            return
+        key = (provider, self._clock().date())
+        with self._flush_lock:
+            total = self._store.credits_on(provider, key[1])
+            with self._lock:
+                self._stored[key] = total
+
     def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            for key, (credits, _requests) in pending.items():
-                if key in self._stored:
-                    self._stored[key] += credits
-        for (provider, day), (credits, requests) in pending.items():
-            self._store.add_credits(provider, day, credits, requests)
+        with self._flush_lock:  # a refresh never reads the database halfway through a flush
+            with self._lock:
+                pending, self._pending = self._pending, {}
+                for key, (credits, _requests) in pending.items():
+                    if key in self._stored:
+                        self._stored[key] += credits
+            for (provider, day), (credits, requests) in pending.items():
+                self._store.add_credits(provider, day, credits, requests)
 
 
 # ---------------------------------------------------------------- routing
@@ -176,6 +188,7 @@ class Pipeline:
         self.clock = clock
         self.dry_run = dry_run
         self.subscribers = subscribers
+        self._probe_locks: dict[str, asyncio.Lock] = {}
 
     async def poll(self, watch: WatchConfig) -> PollOutcome:
         """Poll one watch end to end; never raises for upstream trouble."""
@@ -186,11 +199,33 @@ class Pipeline:
 
     async def _poll(self, watch: WatchConfig) -> PollOutcome:
         provider = watch.provider
-        now = self.clock()
         pstate = await asyncio.to_thread(self.store.provider_state, provider)
-        if pstate and pstate.paused_until and as_utc(now) < pstate.paused_until:
-            return PollOutcome(watch.id, "skipped", errors=(f"{provider} paused (HTTP 402)",))
-        state = await asyncio.to_thread(self.store.ensure_watch, watch.id)
+        if not (pstate and pstate.paused_until):
+            return await self._poll_watch(watch, probe=False)
+        if as_utc(self.clock()) < pstate.paused_until:
+            return self._paused(watch)
+        # The pause is over: one poll probes; the provider's other watches wait for its answer.
+        async with self._probe_locks.setdefault(provider, asyncio.Lock()):
+            pstate = await asyncio.to_thread(self.store.provider_state, provider)
+            if pstate and pstate.paused_until:
+                if as_utc(self.clock()) < pstate.paused_until:
+                    return self._paused(watch)  # the probe was refused: paused again
+                return await self._poll_watch(watch, probe=True)
+        return await self._poll_watch(watch, probe=False)  # another poll's probe succeeded
+
+    @staticmethod
+    def _paused(watch: WatchConfig) -> PollOutcome:
+        return PollOutcome(watch.id, "skipped", errors=(f"{watch.provider} paused (HTTP 402)",))
+
+    async def _poll_watch(self, watch: WatchConfig, *, probe: bool) -> PollOutcome:
+        provider = watch.provider
+        now = self.clock()
+        await asyncio.to_thread(self.meter.refresh, provider)
+        if self.dry_run:  # a dry run writes nothing but credits
+            state = await asyncio.to_thread(self.store.watch_state, watch.id)
+            state = state or WatchState(watch_id=watch.id)
+        else:
+            state = await asyncio.to_thread(self.store.ensure_watch, watch.id)
         def_hash = definition_hash(watch)
         baseline = not state.baseline_done or state.def_hash != def_hash
         previous = None if baseline else await asyncio.to_thread(self.store.load_tracked, watch.id)
@@ -201,7 +236,7 @@ class Pipeline:
         except ProviderUnavailable as exc:
             return PollOutcome(watch.id, "skipped", errors=(str(exc),))
         now = self.clock()
-        if pstate and pstate.paused_until:
+        if probe and not self.dry_run:
             await asyncio.to_thread(
                 self.store.set_provider_state, provider, paused_until=None, pause_notified=False
             )
@@ -374,8 +409,12 @@ class Pipeline:
     ) -> PollOutcome:
         until = now + PAUSE_ON_402
         alerts: list[Alert] = []
-        pstate = self.store.provider_state(provider)
-        if not (pstate and pstate.pause_notified):
+        if self.dry_run:
+            pstate = self.store.provider_state(provider)
+            first = not (pstate and pstate.pause_notified)
+        else:
+            first = self.store.pause_provider(provider, as_utc(until))
+        if first:
             alerts.append(
                 notice(
                     "provider_paused",
@@ -388,9 +427,6 @@ class Pipeline:
             )
         log.error("provider=%s paused until %s: %s", provider, until.isoformat(), message)
         if not self.dry_run:
-            self.store.set_provider_state(
-                provider, paused_until=as_utc(until), pause_notified=True
-            )
             self._store_notices(alerts)
         return PollOutcome(watch.id, "skipped", alerts=alerts, errors=(message,))
 

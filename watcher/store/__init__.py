@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import event, func, insert, make_url, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine, delete
 
 from ..models import Alert, PricePoint, Tracked
@@ -81,10 +81,20 @@ def default_db_url() -> str:
 class Store:
     """Opens the database, creates the schema, and offers one method per unit of work."""
 
-    def __init__(self, url: str | None = None, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str | None = None, *, echo: bool = False, must_exist: bool = False
+    ) -> None:
         self.url = url or os.environ.get("WATCHER_DB") or default_db_url()
+        if must_exist:
+            _require_existing(self.url)
         self.engine: Engine = _make_engine(self.url, echo=echo)
-        SQLModel.metadata.create_all(self.engine)
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except OperationalError as exc:  # unreachable: say where, in one line
+            self.engine.dispose()
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            reason = " ".join(str(exc.orig).split())
+            raise RuntimeError(f"cannot open the database {shown}: {reason}") from exc
         self._check_version()
 
     def close(self) -> None:
@@ -434,6 +444,40 @@ class Store:
         with self.session() as s:
             return s.get(ProviderState, provider)
 
+    def pause_provider(self, provider: str, until: datetime) -> bool:
+        """Pause a provider until ``until``; True when this starts an episode (tell admins).
+
+        Atomic: several watches hitting the same 402 at once pause it once and notify once.
+        """
+        t = ProviderState.__table__
+        until = as_utc(until)
+        for _ in range(2):
+            try:
+                with self.session() as s, s.begin():
+                    conn = s.connection()
+                    fresh = conn.execute(
+                        update(t)
+                        .where(t.c.provider == provider)
+                        .where(t.c.pause_notified.is_(False))
+                        .values(paused_until=until, pause_notified=True)
+                    )
+                    if fresh.rowcount == 1:
+                        return True
+                    again = conn.execute(
+                        update(t).where(t.c.provider == provider).values(paused_until=until)
+                    )
+                    if again.rowcount == 1:
+                        return False
+                    conn.execute(
+                        insert(t).values(
+                            provider=provider, paused_until=until, pause_notified=True
+                        )
+                    )
+                    return True
+            except IntegrityError:
+                continue  # another writer created the row first: update it instead
+        return False
+
     def set_provider_state(self, provider: str, **values: Any) -> None:
         with self.session() as s, s.begin():
             row = s.get(ProviderState, provider) or ProviderState(provider=provider)
@@ -548,6 +592,21 @@ class Store:
             if channel is not None:
                 q = q.where(Mute.channel == channel)
             return {(m.channel, m.chat_id): m.until for m in s.exec(q).scalars()}
+
+
+def _require_existing(url: str) -> None:
+    """Read-only commands must not create an empty database where the user mistyped a path."""
+    parsed = make_url(url)
+    on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (
+        None,
+        "",
+        ":memory:",
+    )
+    if on_disk and not Path(parsed.database).exists():  # type: ignore[arg-type]
+        raise RuntimeError(
+            f"no database at {parsed.database}; run `watcher once` or `watcher run` first, "
+            "or pass --db / set WATCHER_DB"
+        )
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:

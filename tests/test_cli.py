@@ -1,0 +1,264 @@
+"""The command line as a user runs it: real ``watcher`` subprocesses (spec section 8).
+
+Exit status 0 when a command ran, 2 on a config error (every issue as ``file:line:column:``,
+nothing touched), 1 on any other failure, always without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from watcher.simulator import demo as S
+from watcher.simulator import start_simulator
+
+from .support import WATCHER, WebhookReceiver, run_watcher
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "rules.example.yaml"
+SECRETS = ("SOCIALFETCH_API_KEY", "KEYAPI_API_KEY", "TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET")
+DUMMY = {
+    "SOCIALFETCH_API_KEY": "sfk_dummy",
+    "KEYAPI_API_KEY": "kk_dummy",
+    "TELEGRAM_BOT_TOKEN": "123456:dummy-token",
+    "WEBHOOK_SECRET": "dummy-secret",
+}
+ISSUE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): \S")
+
+BAD_CONFIG = """\
+providers:
+  socialfetch:
+    api_key: k
+    requests_per_second: fast
+channels:
+  hook: {type: webhook}
+watches:
+  - {id: w1, type: store, every: 15x}
+rules:
+  - {id: r1, when: price_dropp, notify: [nope]}
+"""
+
+GOOD_CONFIG = """\
+providers:
+  socialfetch: {api_key: k, base_url: "http://127.0.0.1:9"}
+channels:
+  out: {type: console}
+watches:
+  - {id: w1, type: store, url: "https://www.tiktok.com/shop/store/x/1", every: 1m}
+rules:
+  - {id: r1, when: price_drop, notify: [out]}
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the config's four secrets (and no WATCHER_DB), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in (*SECRETS, "WATCHER_DB")}
+    return {**env, **extra}
+
+
+def watcher(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [WATCHER, *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else clean_env(),
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def assert_no_traceback(r) -> None:
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- check and config errors
+
+
+def test_check_accepts_the_example_with_the_four_variables():
+    r = watcher("check", "-c", str(EXAMPLE), env=clean_env(**DUMMY))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok")
+    assert_no_traceback(r)
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_check_names_a_missing_variable_with_its_position(missing):
+    env = clean_env(**{k: v for k, v in DUMMY.items() if k != missing})
+    r = watcher("check", "-c", str(EXAMPLE), env=env)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if missing in ln]
+    assert lines, r.stderr
+    m = ISSUE.match(lines[0])
+    assert m and m["file"] == str(EXAMPLE), lines[0]
+    # the position is where ${VAR} is written
+    line = EXAMPLE.read_text().splitlines()[int(m["line"]) - 1]
+    assert "${" + missing + "}" in line
+    assert r.stdout == ""
+    assert_no_traceback(r)
+
+
+def test_check_reports_every_error_with_file_line_and_column(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(BAD_CONFIG)
+    r = watcher("check", "-c", str(cfg))
+    assert r.returncode == 2
+    assert_no_traceback(r)
+    issues = [ln for ln in r.stderr.splitlines() if ISSUE.match(ln)]
+    assert all(ISSUE.match(ln)["file"] == str(cfg) for ln in issues)
+    text = "\n".join(issues)
+    for needle in ("requests_per_second", "'url'", "15x", "price_dropp", "'nope'"):
+        assert needle in text, f"{needle} not reported:\n{r.stderr}"
+    lines = {int(ISSUE.match(ln)["line"]) for ln in issues}
+    assert {4, 6, 8, 10} <= lines
+    # everything else on stderr is the summary line
+    others = [ln for ln in r.stderr.splitlines() if ln and not ISSUE.match(ln)]
+    assert len(others) == 1 and f"{len(issues)} errors" in others[0]
+
+
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_a_bad_config_runs_nothing_and_creates_no_database(tmp_path, command):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(BAD_CONFIG)
+    db = tmp_path / "w.db"
+    r = watcher(command, "-c", str(cfg), "--db", f"sqlite:///{db}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "price_dropp" in r.stderr
+    assert_no_traceback(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+@pytest.mark.parametrize("command", ["check", "once"])
+def test_a_missing_config_file_is_a_config_error(tmp_path, command):
+    r = watcher(command, cwd=tmp_path)  # -c defaults to ./rules.yaml, which is not there
+    assert r.returncode == 2
+    assert "rules.yaml" in r.stderr and "not found" in r.stderr
+    assert_no_traceback(r)
+    assert list(tmp_path.iterdir()) == []
+
+    r = watcher(command, "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "nope.yaml" in r.stderr and "not found" in r.stderr
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(GOOD_CONFIG)
+    r = watcher("once", "-c", str(cfg), "--db", "sqlite:////nonexistent-dir/x.db")
+    assert r.returncode == 1
+    assert_no_traceback(r)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("watcher: error:") and "nonexistent-dir" in lines[0]
+
+
+def test_python_dash_m_watcher_help():
+    r = subprocess.run(
+        [sys.executable, "-m", "watcher", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: watcher")
+    for command in ("check", "once", "run", "demo", "history", "alerts"):
+        assert command in r.stdout
+
+
+# ---------------------------------------------------------------- history and alerts
+
+
+CONFIG = """\
+providers:
+  socialfetch: {api_key: sfk, base_url: "${SIM_URL}", requests_per_second: 100}
+channels:
+  good: {type: webhook, url: "${GOOD_URL}"}
+  gone: {type: webhook, url: "${GONE_URL}"}
+watches:
+  - {id: goli-store, type: store, url: "@STORE@", every: 1m, max_pages: 10}
+rules:
+  - {id: price-drop-10, when: price_drop, min_percent: 10, notify: [gone]}
+  - {id: all-time-low, when: lowest_price, notify: [good]}
+""".replace("@STORE@", S.STORE_URL)
+
+
+@pytest.fixture
+async def world(tmp_path):
+    """The simulator, a webhook that accepts and one that answers 404, and a `once` runner."""
+    sim = await start_simulator()
+    good, gone = WebhookReceiver(), WebhookReceiver()
+    gone.fail_next, gone.fail_status = 1000, 404
+    await good.start()
+    await gone.start()
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(CONFIG)
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    env = clean_env(SIM_URL=sim.base_url, GOOD_URL=good.url, GONE_URL=gone.url)
+
+    async def cli(*args: str):
+        if args[0] == "once":
+            args = (*args, "-c", str(cfg))
+        return await run_watcher(*args, "--db", db, env=env, timeout=30)
+
+    # a baseline, then step 1: ACV 19.99 → 16.99 (price_drop + lowest_price),
+    # ASHWAGANDHA 21.99 → 20.99 (lowest_price only)
+    assert (await cli("once")).code == 0
+    sim.step()
+    r = await cli("once")
+    assert r.code == 0, r.stderr
+    yield cli, good, gone
+    await good.close()
+    await gone.close()
+    await sim.close()
+
+
+async def test_history_shows_the_price_change(world, tmp_path):
+    cli, _good, _gone = world
+    r = await cli("history", S.ACV)
+    assert r.code == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if "goli-store" in ln]
+    assert len(rows) == 2
+    assert "19.99" in rows[0] and "16.99" in rows[1]
+    assert "price" in r.stdout.splitlines()[0]
+
+    png = tmp_path / "acv.png"
+    r = await cli("history", S.ACV, "--png", str(png))
+    assert r.code == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    r = await cli("history", "999")
+    assert r.code == 1
+    assert "999" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_alerts_list_their_delivery_state(world):
+    cli, good, gone = world
+    assert len(gone.requests) == 1  # the 404 made it dead at once: no retries
+    assert {a["product"]["id"] for a in good.alerts()} == {S.ACV, S.ASHWAGANDHA}
+
+    r = await cli("alerts")
+    assert r.code == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3
+    drop = [ln for ln in lines if "[price_drop]" in ln]
+    low = [ln for ln in lines if "[lowest_price]" in ln]
+    assert len(drop) == 1 and len(low) == 2
+    assert S.ACV in drop[0] and "gone=dead" in drop[0] and "404" in drop[0]
+    assert all("good=sent" in ln for ln in low)
+
+    r = await cli("alerts", "--failed")
+    assert r.code == 0, r.stderr
+    assert r.stdout.strip().splitlines() == drop
+
+
+# ---------------------------------------------------------------- demo
+
+
+async def test_demo_prints_alerts_and_stops_after_its_cycles(tmp_path):
+    env = clean_env()
+    env.pop("WATCHER_SIM_URL", None)
+    r = await run_watcher("demo", "--cycles", "3", "--interval", "1", env=env, timeout=60)
+    assert r.code == 0, r.stderr
+    assert "[price_drop]" in r.stdout
+    assert "Traceback" not in r.stderr
