@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,8 +43,11 @@ class FakeChannel:
         )
         self.sends: list[list[str]] = []
         self.errors: list[DeliveryError] = []
+        self.delay = 0.0  # real seconds a send takes
 
     async def send(self, target: str, alerts: Sequence[Alert]) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.errors:
             raise self.errors.pop(0)
         self.sends.append([a.alert_id for a in alerts])
@@ -232,3 +236,34 @@ async def test_muted_chat_gets_one_digest_when_mute_ends(store):
     assert await d.drain(3 * 3600)
     assert ch.sends[1:] == [["a000", "a001", "a002"]]
     assert clock.now == T0 + timedelta(hours=2)
+
+
+async def test_two_dispatchers_on_one_database_never_send_the_same_delivery(tmp_path):
+    """A daemon and a manual `watcher once` share the outbox: claims keep them apart."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a_store, b_store = Store(url), Store(url)
+    a_store.add_alerts(
+        [(make_alert(i, batch=f"w:{i}"), [("hook", "")]) for i in range(60)], now=T0
+    )
+    clock = Clock()
+    a_ch, b_ch = FakeChannel(), FakeChannel()
+    a_ch.delay = b_ch.delay = 0.01  # sends overlap the other dispatcher's look at the outbox
+    a = Dispatcher(a_store, {"hook": a_ch}, clock=clock, sleep=clock.sleep)
+    b = Dispatcher(b_store, {"hook": b_ch}, clock=clock, sleep=clock.sleep)
+    await asyncio.gather(a.deliver_due(), b.deliver_due())
+    sent_a = [x for s in a_ch.sends for x in s]
+    sent_b = [x for s in b_ch.sends for x in s]
+    assert not set(sent_a) & set(sent_b)
+    assert sorted(sent_a + sent_b) == [f"a{i:03d}" for i in range(60)]
+    a_store.close()
+    b_store.close()
+
+
+async def test_a_claim_left_by_a_crash_expires_and_is_retried(store):
+    from watcher.store import CLAIM_LEASE
+
+    add(store, make_alert(1))
+    assert len(store.claim_due(T0)) == 1  # taken, then the process "dies" without an answer
+    assert store.claim_due(T0 + CLAIM_LEASE / 2) == []
+    [(row, alert)] = store.claim_due(T0 + CLAIM_LEASE)
+    assert alert.alert_id == "a001" and row.status == "pending"

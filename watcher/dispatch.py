@@ -89,9 +89,7 @@ class Dispatcher:
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many deliveries were attempted."""
         async with self._lock:
-            due = await asyncio.to_thread(
-                self.store.due_deliveries, self.clock(), list(self.channels)
-            )
+            due = await asyncio.to_thread(self.store.claim_due, self.clock(), list(self.channels))
             if not due:
                 return 0
             mutes = await asyncio.to_thread(self.store.mutes)

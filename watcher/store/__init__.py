@@ -10,10 +10,11 @@ transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ class PollWrite:
     replace_snapshot: bool = False
     history: list[tuple[Tracked, bool]] = field(default_factory=list)  # (tracked, present)
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
+
+
+CLAIM_LEASE = timedelta(minutes=2)  # longer than any one send may take
 
 
 def default_db_url() -> str:
@@ -314,6 +318,7 @@ class Store:
     def due_deliveries(
         self, now: datetime, channels: Iterable[str] | None = None
     ) -> list[tuple[DeliveryRow, Alert]]:
+        """What is due now (read only; ``claim_due`` is what a dispatcher uses)."""
         with self.session() as s:
             q = (
                 select(DeliveryRow, AlertRow)
@@ -325,6 +330,53 @@ class Store:
             if channels is not None:
                 q = q.where(DeliveryRow.channel.in_(list(channels)))  # type: ignore[attr-defined]
             return [(d, alert_from_row(a)) for d, a in s.exec(q).all()]
+
+    def claim_due(
+        self,
+        now: datetime,
+        channels: Iterable[str] | None = None,
+        *,
+        lease: timedelta = CLAIM_LEASE,
+        limit: int = 500,
+    ) -> list[tuple[DeliveryRow, Alert]]:
+        """Take what is due for this process only: two dispatchers (a daemon and a manual
+        ``watcher once``) never send the same delivery at once.
+
+        The claim pushes ``next_attempt_at`` a lease ahead; sending ends it (sent, failed,
+        held). A process that dies mid-send leaves the lease to expire, and the delivery is
+        retried then: at-least-once.
+        """
+        now = as_utc(now)
+        token = uuid.uuid4().hex
+        d = DeliveryRow.__table__.c
+        with self.session() as s, s.begin():
+            q = (
+                select(d.id)
+                .where(d.status == "pending")
+                .where(d.next_attempt_at <= now)
+                .order_by(d.id)
+                .limit(limit)
+            )
+            if channels is not None:
+                q = q.where(d.channel.in_(list(channels)))
+            ids = [row[0] for row in s.connection().execute(q)]
+            if not ids:
+                return []
+            s.connection().execute(
+                update(DeliveryRow.__table__)
+                .where(d.id.in_(ids))
+                .where(d.status == "pending")
+                .where(d.next_attempt_at <= now)
+                .values(claim=token, next_attempt_at=now + lease)
+            )
+        with self.session() as s:
+            rows = s.exec(
+                select(DeliveryRow, AlertRow)
+                .join(AlertRow, AlertRow.alert_id == DeliveryRow.alert_id)
+                .where(DeliveryRow.claim == token)
+                .order_by(DeliveryRow.id)
+            ).all()
+            return [(row, alert_from_row(a)) for row, a in rows]
 
     def next_due(self, channels: Iterable[str] | None = None) -> datetime | None:
         with self.session() as s:

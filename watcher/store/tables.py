@@ -120,6 +120,7 @@ class DeliveryRow(SQLModel, table=True):
     target: str = ""
     status: str = "pending"  # pending | sent | dead
     held: bool = False  # held by quiet hours or /mute: delivered as one digest when it ends
+    claim: str | None = None  # the dispatcher that took it last (see Store.claim_due)
     attempts: int = 0
     next_attempt_at: datetime
     last_error: str | None = None
