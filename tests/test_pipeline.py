@@ -379,6 +379,26 @@ async def test_changed_region_starts_a_quiet_new_baseline(sim, db, tmp_path):
         assert sim.requests[-1].query.get("region") == "GB"
 
 
+async def test_lowest_price_ignores_history_from_an_earlier_definition(sim, db, tmp_path):
+    """Prices recorded under region US are not the GB listing's history."""
+    low = {"id": "low", "when": "lowest_price", "notify": ["console"], "cooldown": "1s"}
+    watch = {**SEARCH_WATCH, "region": "US"}
+    cfg = make_config(tmp_path, sim, [watch], [low])
+    clog = sim.world.searches[S.QUERY].product(S.CLASSIC_CLOG)
+    async with runtime(cfg, db) as rt:
+        clog.reprice("19.99")
+        await poll(rt, "crocs")  # baseline under US: 19.99 recorded
+        clog.reprice("44.99")
+        await poll(rt, "crocs")
+    cfg2 = make_config(tmp_path, sim, [{**watch, "region": "GB"}], [low], name="b.yaml")
+    async with runtime(cfg2, db) as rt:
+        assert (await poll(rt, "crocs")).status == "baseline"  # GB: 44.99
+        clog.reprice("39.99")
+        outcome = await poll(rt, "crocs")
+        # 39.99 is the lowest GB price; the US 19.99 must not hide it
+        assert [(a.rule_id, a.product.id) for a in outcome.alerts] == [("low", S.CLASSIC_CLOG)]
+
+
 # ---------------------------------------------------------------- 6. partial baseline
 
 

@@ -262,6 +262,8 @@ class Pipeline:
         if baseline:
             # An incomplete or empty baseline is taken again next time, quietly.
             state_values["baseline_done"] = result.complete and bool(result.products)
+            # history from before this baseline (another definition) is not this watch's
+            state_values["baseline_seq"] = state.seq
         alerts += self._health_notices(watch, state, failed, result, now, state_values)
         if d.empty:
             outcome_status = "empty"
@@ -280,7 +282,9 @@ class Pipeline:
         else:
             state_values["empty_episode"] = False
         if not baseline:
-            alerts += await asyncio.to_thread(self._evaluate, watch, d, state.seq, now)
+            alerts += await asyncio.to_thread(
+                self._evaluate, watch, d, state.seq, now, state.baseline_seq
+            )
         state_values["products"] = sum(1 for t in d.tracked.values() if t.present)
         outcome = PollOutcome(
             watch.id,
@@ -300,14 +304,16 @@ class Pipeline:
 
     # ------------------------------------------------------------ pieces
 
-    def _evaluate(self, watch: WatchConfig, d: DiffResult, seq: int, now: datetime) -> list[Alert]:
+    def _evaluate(
+        self, watch: WatchConfig, d: DiffResult, seq: int, now: datetime, since_seq: int = 0
+    ) -> list[Alert]:
         if not d.changes:
             return []
         ids = [c.product_id for c in d.changes]
         ctx = RuleContext(
             now=now,
             watch=watch,
-            history=self.store.price_history(watch.id, ids),
+            history=self.store.price_history(watch.id, ids, since_seq=since_seq),
             last_alerted=self.store.last_alerted(watch.id, ids),
         )
         drafts = evaluate(self.config.rules.values(), watch, d.changes, ctx)

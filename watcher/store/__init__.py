@@ -154,8 +154,9 @@ class Store:
             }
 
     def price_history(
-        self, watch_id: str, product_ids: Iterable[str]
+        self, watch_id: str, product_ids: Iterable[str], *, since_seq: int = 0
     ) -> dict[str, list[PricePoint]]:
+        """Recorded prices, oldest first, from polls after seq ``since_seq`` (the baseline)."""
         ids = list(product_ids)
         out: dict[str, list[PricePoint]] = {i: [] for i in ids}
         if not ids:
@@ -166,6 +167,7 @@ class Store:
                 .where(HistoryRow.watch_id == watch_id)
                 .where(HistoryRow.product_id.in_(ids))  # type: ignore[attr-defined]
                 .where(HistoryRow.price.is_not(None))  # type: ignore[union-attr]
+                .where(HistoryRow.seq > since_seq)
                 .order_by(HistoryRow.at, HistoryRow.id)
             ).all()
         for pid, at, price in rows:
