@@ -109,8 +109,8 @@ async def test_retryable_failures_back_off_then_deliver_once(store):
     d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep, rand=lambda: 1.0)
     assert await d.drain(30)
     assert ch.sends == [["a001"]]
-    # 1 s then 2 s of backoff (jitter pinned to its top)
-    assert clock.now - T0 == timedelta(seconds=3)
+    # 2 s then 8 s of backoff (jitter pinned to its top)
+    assert clock.now - T0 == timedelta(seconds=10)
     assert status(store) == {"sent": 1}
 
 
@@ -181,10 +181,12 @@ async def test_deliveries_for_unbuilt_channels_wait(store):
 
 
 def test_backoff_grows_and_is_capped():
-    assert backoff_delay(0, lambda: 1.0) == 1.0
-    assert backoff_delay(3, lambda: 1.0) == 8.0
-    assert backoff_delay(3, lambda: 0.0) == 4.0
+    assert backoff_delay(0, lambda: 1.0) == 2.0
+    assert backoff_delay(3, lambda: 1.0) == 128.0
+    assert backoff_delay(3, lambda: 0.0) == 64.0
     assert backoff_delay(40, lambda: 1.0) == 3600.0
+    # the default 8 attempts span over an hour of downtime even at the bottom of the jitter
+    assert sum(backoff_delay(n, lambda: 0.0) for n in range(7)) > 3000
 
 
 @pytest.mark.parametrize(
@@ -267,3 +269,54 @@ async def test_a_claim_left_by_a_crash_expires_and_is_retried(store):
     assert store.claim_due(T0 + CLAIM_LEASE / 2) == []
     [(row, alert)] = store.claim_due(T0 + CLAIM_LEASE)
     assert alert.alert_id == "a001" and row.status == "pending"
+
+
+async def test_ending_a_mute_releases_what_it_held(store):
+    clock, ch = Clock(), FakeChannel()
+    store.set_mute("hook", 42, T0 + timedelta(days=30))
+    store.add_alerts([(make_alert(i, batch=f"w:{i}"), [("hook", "42")]) for i in range(2)], now=T0)
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    await d.deliver_due()
+    assert ch.sends == []
+    clock.now = T0 + timedelta(minutes=5)
+    store.set_mute("hook", 42, None, now=clock.now)  # /mute off
+    assert await d.drain(60)
+    assert ch.sends == [["a000", "a001"]]  # one digest, now, not in 30 days
+    assert clock.now == T0 + timedelta(minutes=5)
+
+
+async def test_a_pass_cut_short_hands_its_claims_back(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.delay = 5.0  # a send that is still running when the daemon stops
+    add(store, make_alert(1, batch="w:1"), make_alert(2, batch="w:2"))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    task = asyncio.create_task(d.deliver_due())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # due again at once: a restart (or the shutdown flush) sends them without waiting a lease
+    assert [a.alert_id for _, a in store.due_deliveries(clock.now)] == ["a001", "a002"]
+
+
+async def test_a_channel_bug_is_a_retryable_failure_not_a_stuck_delivery(store):
+    clock, ch = Clock(), FakeChannel()
+
+    async def broken(target, alerts):
+        raise OSError("stdout closed")
+
+    ch.send = broken  # type: ignore[method-assign]
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    await d.deliver_due()
+    [(_alert, [delivery])] = store.recent_alerts()
+    assert delivery.status == "pending" and delivery.attempts == 1
+    assert "OSError: stdout closed" in delivery.last_error
+
+
+async def test_retry_after_is_capped(store):
+    clock, ch = Clock(), FakeChannel()
+    ch.errors = [DeliveryError("429", retryable=True, retry_after=10**9)]
+    add(store, make_alert(1))
+    d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
+    await d.deliver_due()
+    assert store.next_due() == T0 + timedelta(hours=1)

@@ -402,25 +402,47 @@ async def test_lowest_price_ignores_history_from_an_earlier_definition(sim, db, 
 # ---------------------------------------------------------------- 6. partial baseline
 
 
-async def test_partial_baseline_stays_a_baseline_until_a_complete_poll(sim, db, tmp_path):
+async def test_partial_baseline_stands_and_later_products_are_not_new(sim, db, tmp_path):
     cfg = make_config(tmp_path, sim, [STORE_WATCH], [*PRESENCE_RULES, DROP_RULE])
     async with runtime(cfg, db) as rt:
         sim.add_fault(STORE_PATH, page=2, status=503, times=3, retry_after=0)
         outcome = await poll(rt, "goli")
         assert outcome.status == "baseline" and outcome.errors
         assert len(snapshot(db, "goli")) == 10
-        assert not rt.store.watch_state("goli").baseline_done
+        state = rt.store.watch_state("goli")
+        assert state.baseline_done and state.baseline_partial
 
-        sim.step()  # ACV (on page 1) drops 19.99 → 16.99: still part of the baseline
+        sim.step()  # ACV (on page 1, seen at the baseline) drops 19.99 → 16.99
         outcome = await poll(rt, "goli")
-        assert outcome.status == "baseline" and outcome.alerts == []
-        assert stored(rt) == []  # never a burst of 22 new_item alerts
+        assert outcome.status == "ok"
+        # the drop is alerted; the 22 products of pages 2-4 are silent additions, not new
+        assert rule_products(rt) == {("drop", S.ACV), ("drop", S.ASHWAGANDHA)}
         assert len(snapshot(db, "goli")) == 32
-        assert rt.store.watch_state("goli").baseline_done
+        assert not rt.store.watch_state("goli").baseline_partial
 
-        sim.step()  # MATCHA drops: now an ordinary poll
+        sim.step()  # MATCHA (page 2) drops: an ordinary poll now
         await poll(rt, "goli")
-        assert rule_products(rt) == {("drop", S.MATCHA)}
+        assert rule_products(rt) == {
+            ("drop", S.ACV),
+            ("drop", S.ASHWAGANDHA),
+            ("drop", S.MATCHA),
+        }
+
+
+async def test_a_page_that_always_fails_does_not_block_alerts_or_grow_history(sim, db, tmp_path):
+    cfg = make_config(tmp_path, sim, [STORE_WATCH], [*PRESENCE_RULES, DROP_RULE])
+    sim.add_fault(STORE_PATH, page=3, status=500, times=None, retry_after=0)
+    async with runtime(cfg, db) as rt:
+        await poll(rt, "goli")  # pages 1-2 read, page 3 fails: a partial baseline
+        for _ in range(3):
+            sim.step()
+            outcome = await poll(rt, "goli")
+            assert outcome.status == "partial"  # not a baseline taken again and again
+        # drops on pages 1-2 still alerted; nothing removed, nothing "new"; one failing notice
+        got = rule_products(rt)
+        assert {("drop", S.ACV), ("drop", S.MATCHA)} <= got
+        assert {rule for rule, _ in got} == {"drop", None}
+        assert kinds(rt).count("watch_failing") == 1
 
 
 # ---------------------------------------------------------------- 7. re-processing
@@ -599,3 +621,29 @@ async def test_daily_credit_budget_holds_between_two_live_processes(sim, db, tmp
         assert api_requests(sim) == 8
         assert (await poll(daemon, "goli")).status == "skipped"
         assert api_requests(sim) == 8
+
+
+async def test_a_bug_in_a_poll_is_a_failed_poll_with_notices_not_a_crash(
+    sim, db, tmp_path, monkeypatch
+):
+    """Whatever goes wrong inside a poll, the watch records it and the admins hear of it."""
+    import watcher.pipeline
+
+    cfg = make_config(tmp_path, sim, [SEARCH_WATCH], [DROP_RULE])
+    async with runtime(cfg, db) as rt:
+        await poll(rt, "crocs")
+
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError("boom")
+
+        monkeypatch.setattr(watcher.pipeline, "diff", broken)
+        for _ in range(3):
+            outcome = await poll(rt, "crocs")
+            assert outcome.status == "failed"
+        state = rt.store.watch_state("crocs")
+        assert state.consecutive_failures == 3
+        assert state.last_error == "internal error: ZeroDivisionError: boom"
+        assert kinds(rt) == ["watch_failing"]
+        monkeypatch.undo()
+        await poll(rt, "crocs")
+        assert kinds(rt) == ["watch_failing", "watch_recovered"]

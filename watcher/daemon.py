@@ -30,6 +30,7 @@ from .runtime import Runtime
 
 log = logging.getLogger("watcher.daemon")
 
+STOP_BUDGET = 8.0  # seconds from SIGTERM to exit, all steps together (the promise is 10)
 POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
 FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
@@ -255,10 +256,17 @@ class Daemon:
         log.error("event=poll_crashed watch=%s error=%r", event.job_id, exc)
         self.metrics.polls.labels(watch=event.job_id, status="crashed").inc()
         if self.rt is not None:
-            with contextlib.suppress(Exception):
-                self.rt.store.update_watch_state(
-                    event.job_id, last_error=f"internal error: {type(exc).__name__}: {exc}"
-                )
+            # a listener runs on the loop: write from a worker thread, never block polls
+            asyncio.get_running_loop().run_in_executor(
+                None, self._record_crash, event.job_id, f"{type(exc).__name__}: {exc}"
+            )
+
+    def _record_crash(self, watch_id: str, error: str) -> None:
+        assert self.rt is not None
+        try:
+            self.rt.store.update_watch_state(watch_id, last_error=f"internal error: {error}")
+        except Exception:
+            log.exception("event=crash_not_recorded watch=%s", watch_id)
 
     async def _dispatch_loop(self) -> None:
         """Deliver new alerts within a second of being stored, and retries when due."""
@@ -288,26 +296,36 @@ class Daemon:
     # ------------------------------------------------------------ stop
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        """Every step shares one deadline, so the whole stop fits systemd's patience."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET
+
+        def left(cap: float) -> float:
+            return max(0.05, min(cap, deadline - loop.time()))
+
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.pause()
         if self._polls:
-            _done, pending = await asyncio.wait(set(self._polls), timeout=POLL_GRACE)
+            _done, pending = await asyncio.wait(set(self._polls), timeout=left(POLL_GRACE))
             for t in pending:
                 t.cancel()
             if pending:
                 log.warning("event=polls_cancelled count=%d", len(pending))
-                await asyncio.wait(pending, timeout=1.0)
+                await asyncio.wait(pending, timeout=left(1.0))
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for t in tasks:
-            t.cancel()
+            t.cancel()  # a delivery pass cut short hands its claims back (see Dispatcher)
         await asyncio.gather(*tasks, return_exceptions=True)
-        for bot in self.bots:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(bot.stop(), 3.0)
+        if self.bots:
+            await asyncio.gather(
+                *(asyncio.wait_for(bot.stop(), left(3.0)) for bot in self.bots),
+                return_exceptions=True,
+            )
         if self.rt is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.dispatcher.drain(FLUSH_BUDGET), FLUSH_BUDGET + 1)
-            await self.rt.close()
+                await asyncio.wait_for(self.rt.dispatcher.drain(FLUSH_BUDGET), left(FLUSH_BUDGET))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.rt.close(), left(2.0))
         if self._http_runner is not None:
             await self._http_runner.cleanup()

@@ -22,13 +22,18 @@ from .store import DeliveryRow, Store
 
 log = logging.getLogger("watcher.dispatch")
 
-BACKOFF_BASE = 1.0  # seconds; attempt n waits about base * 2**n, jittered
+# Attempt n waits about BACKOFF_BASE * BACKOFF_FACTOR**n, jittered: 2 s, 8 s, 32 s, 2 min,
+# 8.5 min, 34 min, 1 h: the default 8 attempts ride out one to two hours of downtime, while
+# `watcher once` still gets three tries inside its 30 s.
+BACKOFF_BASE = 2.0
+BACKOFF_FACTOR = 4
 BACKOFF_CAP = 3600.0
+RETRY_AFTER_CAP = 3600.0  # a receiver's Retry-After is honoured, up to an hour
 
 
 def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
     """Exponential backoff with jitter in [0.5, 1.0] of the step, so retries spread out."""
-    step = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
+    step = min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** min(attempts, 20))
     return step * (0.5 + rand() / 2)
 
 
@@ -92,11 +97,18 @@ class Dispatcher:
             due = await asyncio.to_thread(self.store.claim_due, self.clock(), list(self.channels))
             if not due:
                 return 0
-            mutes = await asyncio.to_thread(self.store.mutes)
-            groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
-            for row, alert in due:
-                groups[(row.channel, row.target)].append((row, alert))
-            await asyncio.gather(*(self._send_group(k, v, mutes) for k, v in groups.items()))
+            token = due[0][0].claim
+            try:
+                mutes = await asyncio.to_thread(self.store.mutes)
+                groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
+                for row, alert in due:
+                    groups[(row.channel, row.target)].append((row, alert))
+                await asyncio.gather(*(self._send_group(k, v, mutes) for k, v in groups.items()))
+            finally:
+                # A pass cut short (shutdown) hands back what it did not get to, at once,
+                # instead of leaving it leased for minutes.
+                if token is not None:
+                    self.store.release_claim(token, self.clock())
             return len(due)
 
     def hold_until(
@@ -152,13 +164,19 @@ class Dispatcher:
         ids = [row.id for row, _ in items if row.id is not None]
         alerts = [alert for _, alert in items]
         try:
-            await channel.send(target, alerts)
+            try:
+                await channel.send(target, alerts)
+            except DeliveryError:
+                raise
+            except Exception as exc:  # a channel bug must not park a delivery forever
+                log.exception("channel=%s target=%s unexpected send error", channel.id, target)
+                raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except DeliveryError as exc:
             attempts = max(row.attempts for row, _ in items) + 1
             dead = not exc.retryable or attempts >= channel.config.max_attempts
             delay = backoff_delay(attempts - 1, self.rand)
             if exc.retry_after is not None:
-                delay = max(exc.retry_after, 0.0)
+                delay = min(max(exc.retry_after, 0.0), RETRY_AFTER_CAP)
             next_at = None if dead else self.clock() + timedelta(seconds=delay)
             await asyncio.to_thread(
                 self.store.mark_failed, ids, error=str(exc), dead=dead, next_attempt_at=next_at

@@ -20,7 +20,7 @@ from . import render
 from .config import Config, WatchConfig
 from .diff import diff
 from .errors import PaymentRequired, ProviderUnavailable
-from .models import Alert, AlertDraft, DiffResult, PollResult, Tracked
+from .models import Alert, AlertDraft, Change, DiffResult, EventKind, PollResult, Tracked
 from .rules import RuleContext, evaluate
 from .store import PollWrite, Store, WatchState, as_utc
 
@@ -156,6 +156,19 @@ class PollOutcome:
         return ", ".join(bits)
 
 
+def _without_new_items(changes: Iterable[Change]) -> tuple[Change, ...]:
+    """After an incomplete baseline, products first seen later were there all along."""
+    out = []
+    for c in changes:
+        if EventKind.NEW_ITEM in c.events:
+            events = c.events - {EventKind.NEW_ITEM}
+            if not events:
+                continue
+            c = replace(c, events=events)
+        out.append(c)
+    return tuple(out)
+
+
 def notice(kind: str, watch_id: str | None, message: str, key: object, now: datetime) -> Alert:
     return Alert(
         alert_id=render.alert_id(None, watch_id, None, kind, None, str(key), 0),
@@ -191,11 +204,27 @@ class Pipeline:
         self._probe_locks: dict[str, asyncio.Lock] = {}
 
     async def poll(self, watch: WatchConfig) -> PollOutcome:
-        """Poll one watch end to end; never raises for upstream trouble."""
+        """Poll one watch end to end; never raises (a bug counts as a failed poll)."""
         try:
             return await self._poll(watch)
+        except Exception as exc:  # recorded on the watch and notified like any failure
+            log.exception("event=poll_error watch=%s", watch.id)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            try:
+                return await asyncio.to_thread(self._crashed, watch, message)
+            except Exception:  # the database itself is failing: say so, keep the loop alive
+                log.exception("event=poll_error_not_recorded watch=%s", watch.id)
+                return PollOutcome(watch.id, "failed", errors=(message,))
         finally:
-            await asyncio.to_thread(self.meter.flush)
+            try:
+                await asyncio.to_thread(self.meter.flush)
+            except Exception:
+                log.exception("event=credits_not_recorded")
+
+    def _crashed(self, watch: WatchConfig, message: str) -> PollOutcome:
+        state = self.store.watch_state(watch.id) or WatchState(watch_id=watch.id)
+        result = PollResult(products=(), complete=False, exhausted=False, errors=(message,))
+        return self._failed(watch, state, result, self.clock())
 
     async def _poll(self, watch: WatchConfig) -> PollOutcome:
         provider = watch.provider
@@ -260,10 +289,15 @@ class Pipeline:
             "not_found_episode": False,
         }
         if baseline:
-            # An incomplete or empty baseline is taken again next time, quietly.
-            state_values["baseline_done"] = result.complete and bool(result.products)
+            # An empty baseline is taken again next time. An incomplete one stands, but
+            # products first seen before a complete poll are silent additions, not "new".
+            state_values["baseline_done"] = bool(result.products)
+            state_values["baseline_partial"] = not result.complete
             # history from before this baseline (another definition) is not this watch's
             state_values["baseline_seq"] = state.seq
+        elif state.baseline_partial:
+            d = replace(d, changes=_without_new_items(d.changes))
+            state_values["baseline_partial"] = not result.complete
         alerts += self._health_notices(watch, state, failed, result, now, state_values)
         if d.empty:
             outcome_status = "empty"
@@ -296,7 +330,9 @@ class Pipeline:
         )
         if self.dry_run:
             return outcome
-        write = self._write(watch, state.seq, previous, d, baseline, alerts, state_values, now)
+        write = await asyncio.to_thread(
+            self._write, watch, state.seq, previous, d, baseline, alerts, state_values, now
+        )
         if not await asyncio.to_thread(self.store.commit_poll, write):
             log.warning("watch=%s poll not committed: another writer committed first", watch.id)
             outcome.status, outcome.alerts = "conflict", []
@@ -415,25 +451,23 @@ class Pipeline:
     ) -> PollOutcome:
         until = now + PAUSE_ON_402
         alerts: list[Alert] = []
+        paused = notice(
+            "provider_paused",
+            None,
+            f"Provider {provider} answered 402 (out of credits): polls paused until "
+            f"{until:%Y-%m-%d %H:%M} UTC, then one probe",
+            f"{provider}:{until:%Y%m%d%H%M}",
+            now,
+        )
         if self.dry_run:
             pstate = self.store.provider_state(provider)
             first = not (pstate and pstate.pause_notified)
         else:
-            first = self.store.pause_provider(provider, as_utc(until))
+            rows = [(paused, route(self.config, paused, self.subscribers))]
+            first = self.store.pause_provider(provider, as_utc(until), rows)
         if first:
-            alerts.append(
-                notice(
-                    "provider_paused",
-                    None,
-                    f"Provider {provider} answered 402 (out of credits): polls paused until "
-                    f"{until:%Y-%m-%d %H:%M} UTC, then one probe",
-                    f"{provider}:{until:%Y%m%d%H%M}",
-                    now,
-                )
-            )
+            alerts.append(paused)
         log.error("provider=%s paused until %s: %s", provider, until.isoformat(), message)
-        if not self.dry_run:
-            self._store_notices(alerts)
         return PollOutcome(watch.id, "skipped", alerts=alerts, errors=(message,))
 
     def _store_notices(self, alerts: list[Alert]) -> None:

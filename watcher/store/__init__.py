@@ -72,7 +72,7 @@ class PollWrite:
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
 
 
-CLAIM_LEASE = timedelta(minutes=2)  # longer than any one send may take
+CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)
 
 
 def default_db_url() -> str:
@@ -339,7 +339,7 @@ class Store:
         channels: Iterable[str] | None = None,
         *,
         lease: timedelta = CLAIM_LEASE,
-        limit: int = 500,
+        limit: int = 200,
     ) -> list[tuple[DeliveryRow, Alert]]:
         """Take what is due for this process only: two dispatchers (a daemon and a manual
         ``watcher once``) never send the same delivery at once.
@@ -380,6 +380,17 @@ class Store:
             ).all()
             return [(row, alert_from_row(a)) for row, a in rows]
 
+    def release_claim(self, token: str, now: datetime) -> None:
+        """Hand back claimed deliveries that were not sent, failed or held: due now."""
+        d = DeliveryRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(DeliveryRow.__table__)
+                .where(d.claim == token)
+                .where(d.status == "pending")
+                .values(claim=None, next_attempt_at=as_utc(now))
+            )
+
     def next_due(self, channels: Iterable[str] | None = None) -> datetime | None:
         with self.session() as s:
             q = select(func.min(DeliveryRow.next_attempt_at)).where(
@@ -396,7 +407,12 @@ class Store:
             s.connection().execute(
                 update(DeliveryRow.__table__)
                 .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(status="sent", sent_at=as_utc(now), attempts=DeliveryRow.attempts + 1)
+                .values(
+                    status="sent",
+                    sent_at=as_utc(now),
+                    attempts=DeliveryRow.attempts + 1,
+                    claim=None,
+                )
             )
 
     def hold(self, delivery_ids: Iterable[int], until: datetime) -> None:
@@ -406,7 +422,7 @@ class Store:
             s.connection().execute(
                 update(DeliveryRow.__table__)
                 .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(held=True, next_attempt_at=as_utc(until))
+                .values(held=True, next_attempt_at=as_utc(until), claim=None)
             )
 
     def mark_failed(
@@ -422,6 +438,7 @@ class Store:
             "attempts": DeliveryRow.attempts + 1,
             "last_error": error[:1000],
             "status": "dead" if dead else "pending",
+            "claim": None,
         }
         if next_attempt_at is not None:
             values["next_attempt_at"] = as_utc(next_attempt_at)
@@ -498,10 +515,16 @@ class Store:
         with self.session() as s:
             return s.get(ProviderState, provider)
 
-    def pause_provider(self, provider: str, until: datetime) -> bool:
-        """Pause a provider until ``until``; True when this starts an episode (tell admins).
+    def pause_provider(
+        self,
+        provider: str,
+        until: datetime,
+        notices: list[tuple[Alert, list[tuple[str, str]]]] | None = None,
+    ) -> bool:
+        """Pause a provider until ``until``; True when this starts an episode.
 
-        Atomic: several watches hitting the same 402 at once pause it once and notify once.
+        Atomic: several watches hitting the same 402 at once pause it once, and the episode's
+        ``notices`` are stored in the same transaction, so a crash cannot lose them.
         """
         t = ProviderState.__table__
         until = as_utc(until)
@@ -515,18 +538,18 @@ class Store:
                         .where(t.c.pause_notified.is_(False))
                         .values(paused_until=until, pause_notified=True)
                     )
-                    if fresh.rowcount == 1:
-                        return True
-                    again = conn.execute(
-                        update(t).where(t.c.provider == provider).values(paused_until=until)
-                    )
-                    if again.rowcount == 1:
-                        return False
-                    conn.execute(
-                        insert(t).values(
-                            provider=provider, paused_until=until, pause_notified=True
+                    if fresh.rowcount != 1:
+                        again = conn.execute(
+                            update(t).where(t.c.provider == provider).values(paused_until=until)
                         )
-                    )
+                        if again.rowcount == 1:
+                            return False
+                        conn.execute(
+                            insert(t).values(
+                                provider=provider, paused_until=until, pause_notified=True
+                            )
+                        )
+                    self._insert_alerts(s, notices or [], utcnow())
                     return True
             except IntegrityError:
                 continue  # another writer created the row first: update it instead
@@ -629,16 +652,34 @@ class Store:
                 .values(target=str(new))
             )
 
-    def set_mute(self, channel: str, chat_id: int, until: datetime | None) -> None:
+    def set_mute(
+        self, channel: str, chat_id: int, until: datetime | None, now: datetime | None = None
+    ) -> None:
+        """Mute a chat until ``until``, or end its mute (None).
+
+        Alerts already held for the chat come due when the new mute ends (or now): a
+        shortened or ended mute never leaves them waiting for the old end.
+        """
+        release = as_utc(until) if until is not None else as_utc(now or utcnow())
         with self.session() as s, s.begin():
             row = s.get(Mute, (channel, chat_id))
             if until is None:
                 if row is not None:
                     s.delete(row)
-                return
-            row = row or Mute(channel=channel, chat_id=chat_id, until=as_utc(until))
-            row.until = as_utc(until)
-            s.add(row)
+            else:
+                row = row or Mute(channel=channel, chat_id=chat_id, until=release)
+                row.until = release
+                s.add(row)
+            d = DeliveryRow.__table__.c
+            s.connection().execute(
+                update(DeliveryRow.__table__)
+                .where(d.channel == channel)
+                .where(d.target == str(chat_id))
+                .where(d.status == "pending")
+                .where(d.held.is_(True))
+                .where(d.next_attempt_at > release)
+                .values(next_attempt_at=release)
+            )
 
     def mutes(self, channel: str | None = None) -> dict[tuple[str, int], datetime]:
         with self.session() as s:

@@ -43,6 +43,7 @@ class WatchState(SQLModel, table=True):
     watch_id: str = Field(primary_key=True)
     def_hash: str = ""
     baseline_done: bool = False
+    baseline_partial: bool = False  # the baseline poll had a failed page
     baseline_seq: int = 0  # seq the current baseline replaced: older history is another definition
     seq: int = 0
     consecutive_failures: int = 0
