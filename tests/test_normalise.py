@@ -370,6 +370,38 @@ PRICES = [
      (D("6"), D("10"), 40)),
     ("numeric-text", {"current": "6", "original": "10", "discountText": 35},
      (D("6"), D("10"), 35)),
+    # absurd values become None field by field; they never fail (or crash) the page
+    ("30-digit-percent-text", {"current": "6", "original": "10",
+                               "discountText": "123456789012345678901234567890%"},
+     (D("6"), D("10"), 40)),
+    ("30-digit-bare-text", {"current": "6", "original": "10",
+                            "discountText": "123456789012345678901234567890"},
+     (D("6"), D("10"), 40)),
+    ("huge-numeric-discount", {"current": "6", "original": "10", "discountText": 1e40},
+     (D("6"), D("10"), 40)),
+    ("huge-decimal-discount", {"current": "6", "original": "10", "discountText": D("1E+40")},
+     (D("6"), D("10"), 40)),
+    ("huge-int-discount", {"current": "6", "original": "10", "discountText": 10**40},
+     (D("6"), D("10"), 40)),
+    ("nan-discount", {"current": "6", "original": "10", "discountText": D("sNaN")},
+     (D("6"), D("10"), 40)),
+    ("huge-float-prices", {"current": 1e40, "original": 1e40}, (None, None, None)),
+    ("huge-decimal-prices", {"current": D("1E+40"), "original": D("-1E+40")},
+     (None, None, None)),
+    ("huge-string-prices", {"current": "1e30", "original": "123456789012345678901234567890"},
+     (None, None, None)),
+    ("price-at-bound", {"current": "999999999.9999", "original": "1000000000"},
+     (D("999999999.9999"), None, None)),
+    ("exponent-price-made-plain", {"current": "1E+2", "original": "2e2"},
+     (D("100"), D("200"), 50)),
+    ("minus-zero-price", {"current": "-0", "original": "-0.00"}, (D("0"), D("0.00"), None)),
+    ("infinity-price", {"current": "Infinity", "original": "-Infinity"}, (None, None, None)),
+    ("snan-price", {"current": D("sNaN"), "original": D("NaN")}, (None, None, None)),
+    ("too-many-places", {"current": "9.99999", "original": "0.000001"}, (None, None, None)),
+    ("trailing-zero-places-kept", {"current": "9.990000", "original": "20"},
+     (D("9.9900"), D("20"), 50)),
+    ("tiny-exponent", {"current": "1e-999999999", "original": "10"}, (None, D("10"), None)),
+    ("giant-int-price", {"current": 10**5000, "original": 10**40}, (None, None, None)),
 ]  # fmt: skip
 
 
@@ -407,6 +439,24 @@ METRICS = [
     ("rating-int", {"rating": 5}, ("rating", D("5"))),
     ("reviews-garbage", {"reviews": "many"}, ("reviews", None)),
     ("reviews-null", {"reviews": None}, ("reviews", None)),
+    ("sold-30-digits", {"sold": "123456789012345678901234567890"}, ("sold", None)),
+    ("sold-huge-int", {"sold": 10**40}, ("sold", None)),
+    ("sold-giant-int", {"sold": 10**5000}, ("sold", None)),
+    ("sold-huge-float", {"sold": 1e40}, ("sold", None)),
+    ("sold-huge-decimal", {"sold": D("1E+40")}, ("sold", None)),
+    ("sold-exponent-decimal", {"sold": D("1.2E+3")}, ("sold", 1200)),
+    ("sold-below-bound", {"sold": 999_999_999_999}, ("sold", 999_999_999_999)),
+    ("sold-at-bound", {"sold": 10**12}, ("sold", None)),
+    ("sold-nan", {"sold": D("NaN")}, ("sold", None)),
+    ("reviews-huge-string", {"reviews": "9" * 5000}, ("reviews", None)),
+    ("rating-above-five", {"rating": "5.1"}, ("rating", None)),
+    ("rating-huge", {"rating": 1e40}, ("rating", None)),
+    ("rating-nan", {"rating": "NaN"}, ("rating", None)),
+    ("rating-infinity", {"rating": "Infinity"}, ("rating", None)),
+    ("rating-minus-zero", {"rating": "-0"}, ("rating", D("0"))),
+    ("rating-five", {"rating": "5.0"}, ("rating", D("5.0"))),
+    ("rating-long-fraction-rounded", {"rating": "4.666666666666666666666666666666"},
+     ("rating", D("4.67"))),
 ]
 
 
@@ -743,15 +793,58 @@ def test_assign_ranks_empty_and_generator() -> None:
     assert assign_ranks(page for page in [(Product(id="x"),)]) == (Product(id="x", rank=1),)
 
 
+# --------------------------------------------------------------------------- extreme values
+
+
+def test_exotic_numbers_come_out_plain_and_unsigned() -> None:
+    product = one(parse_store_page, store_body(priced(current="1E+2", original="-0.00")))
+    assert (str(product.price), str(product.original_price)) == ("100", "0.00")
+    rated = card(metrics={"rating": "-0", "sold": D("1.2E+3"), "reviews": 0})
+    product = one(parse_store_page, store_body(rated))
+    assert (str(product.rating), product.sold) == ("0", 1200)
+
+
+@pytest.mark.parametrize(
+    ("parse", "raw", "message"),
+    [
+        pytest.param(parse_search_page, _with(SEARCH, 10**5000, "data", "page", "nextPage"),
+                     "data.page.nextPage is", id="giant-next-page"),
+        pytest.param(parse_search_page, _with(SEARCH, "9" * 50, "data", "page", "nextPage"),
+                     "data.page.nextPage is", id="50-digit-next-page"),
+        pytest.param(parse_keyapi_page, _with(KEYAPI, 10**5000, "data", "pagination", "page"),
+                     "data.pagination.page is", id="giant-keyapi-page"),
+        pytest.param(parse_store_page, _with(STORE, 10**5000, "data", "products", 0, "id"),
+                     "has no string or integer id", id="giant-int-id"),
+    ],
+)  # fmt: skip
+def test_absurd_paging_and_ids_fail_the_page_readably(parse: Any, raw: Any, message: str) -> None:
+    with pytest.raises(MalformedPayload) as caught:
+        parse(raw)
+    assert message in str(caught.value) and len(str(caught.value)) < 200
+
+
 # --------------------------------------------------------------------------- fuzzing
+
+_EXOTIC = [
+    "", "N/A", "42%", "-1", "1e999", "NaN", "-NaN", "sNaN", "Infinity", "-Infinity", "inf",
+    "12k", "0", "-0", "-0.00", "1e30", "1E+2", "1e-30", "0.000001", "9.99999",
+    "123456789012345678901234567890", "123456789012345678901234567890%",
+    "-123456789012345678901234567890%", "99.5%", "100.5%", "１２", "4.666666666666666666666666",
+    "9" * 400, "1" * 5000, "{}", "[]", "null",
+    1e40, -1e40, 1e-40, -0.0, 10**40, -(10**40), 10**4000, 2**63, -(2**63),
+    D("1E+40"), D("-1E+40"), D("1E+999999"), D("1E-999999"), D("NaN"), D("sNaN"), D("-0"),
+    D("Infinity"), D("123456789012345678901234567890.123456789"),
+]  # fmt: skip
 
 _json = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(10**6), 10**20)
+    | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
+    | st.decimals(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8)
-    | st.sampled_from(["", "N/A", "42%", "-1", "1e999", "NaN", "12k", "0"]),
+    | st.sampled_from(_EXOTIC),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
     ),
@@ -778,11 +871,34 @@ FUZZ_BASES = [
     (parse_keyapi_page, KEYAPI),
 ]
 
+MAX_PRICE = D(10**9)
+MAX_COUNT = 10**12
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def assert_sane(page: ParsedPage) -> None:
+    """Every produced product keeps only in-bounds values (see normalise's field helpers)."""
+    for product in page.products:
+        assert isinstance(product.id, str) and product.id
+        for price in (product.price, product.original_price):
+            if price is not None:
+                assert type(price) is Decimal and price.is_finite()
+                assert 0 <= price < MAX_PRICE and not price.is_signed()
+                assert -4 <= price.as_tuple().exponent <= 0  # type: ignore[operator]
+        if product.rating is not None:
+            assert type(product.rating) is Decimal and product.rating.is_finite()
+            assert 0 <= product.rating <= 5 and not product.rating.is_signed()
+        if product.discount_percent is not None:
+            assert type(product.discount_percent) is int and 0 <= product.discount_percent <= 100
+        for count in (product.sold, product.reviews):
+            assert count is None or (type(count) is int and 0 <= count < MAX_COUNT)
+    if isinstance(page.next, int):
+        assert 0 < page.next <= MAX_COUNT
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_parsers_only_ever_raise_malformed(data: st.DataObject) -> None:
-    """Any mutation of a recorded page either parses or raises MalformedPayload."""
+    """Any mutation of a recorded page either parses into sane products or is malformed."""
     parse, base = data.draw(st.sampled_from(FUZZ_BASES))
     path = data.draw(st.sampled_from(_paths(base)))
     raw = _with(base, data.draw(_json), *path)
@@ -790,11 +906,43 @@ def test_parsers_only_ever_raise_malformed(data: st.DataObject) -> None:
         page = parse(raw)
     except MalformedPayload:
         return
-    for product in page.products:
-        assert isinstance(product.id, str) and product.id
-        for value in (product.price, product.original_price, product.rating):
-            assert value is None or (isinstance(value, Decimal) and value.is_finite())
-        assert product.discount_percent is None or 0 <= product.discount_percent <= 100
+    assert_sane(page)
+
+
+def _field_paths(node: Any) -> list[tuple[Any, ...]]:
+    """Paths to a product's own fields (anything but its id): one bad field never fails a page."""
+    return [
+        path
+        for path in _paths(node)
+        if len(path) >= 4 and path[:2] in (("data", "products"), ("data", "list")) and path[3] != "id"
+    ]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_bad_fields_never_cost_the_page(data: st.DataObject) -> None:
+    parse, base = data.draw(st.sampled_from(FUZZ_BASES))
+    path = data.draw(st.sampled_from(_field_paths(base)))
+    raw = _with(base, data.draw(_json), *path)
+    page = parse(raw)
+    assert len(page.products) == len(parse(base).products)
+    assert_sane(page)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_many_bad_fields_at_once(data: st.DataObject) -> None:
+    """Every field of a product replaced by junk at once: still a product, still sane."""
+    parse, base = data.draw(st.sampled_from(FUZZ_BASES))
+    raw = copy.deepcopy(base)
+    for path in _field_paths(base):
+        with contextlib.suppress(KeyError, IndexError, TypeError):
+            raw = _with(raw, data.draw(_json), *path)
+    try:
+        page = parse(raw)
+    except MalformedPayload:
+        return  # a KeyAPI row whose every category id and url_title went bad has no identity
+    assert_sane(page)
 
 
 @settings(max_examples=200, deadline=None)
@@ -802,4 +950,4 @@ def test_parsers_only_ever_raise_malformed(data: st.DataObject) -> None:
 def test_parsers_on_arbitrary_json(raw: Any) -> None:
     for parse in (parse_store_page, parse_showcase_page, parse_search_page, parse_keyapi_page):
         with contextlib.suppress(MalformedPayload):
-            parse(raw)
+            assert_sane(parse(raw))

@@ -1,8 +1,9 @@
 """Raw upstream JSON pages → ``Product`` tuples. Pure: no I/O, no clock.
 
 Shape mismatches that make a page unusable (no ``data``, products not a list, a product
-without an id, pagination unreadable) raise ``MalformedPayload``; odd *field* values (a price
-"N/A", sold "12k") become ``None`` so one bad field never costs a whole page.
+without an id, pagination unreadable) raise ``MalformedPayload``; odd or absurd *field* values
+(a price "N/A" or 1e40, sold "12k", a rating of 7) become ``None`` so one bad field never
+costs a whole page. Nothing but ``MalformedPayload`` ever leaves a parser.
 """
 
 from __future__ import annotations
@@ -51,11 +52,27 @@ class ParsedPage:
 
 
 # --------------------------------------------------------------------------- field helpers
+#
+# Field helpers are total: whatever JSON (or Python value) they get, they return a sane value
+# or None and never raise. Bounds, chosen so an absurd upstream value cannot reach the
+# snapshot, the diff or an alert:
+#   price, original price   finite, 0 <= x < 10**9, at most 4 decimal places (trailing zeros
+#                           beyond 4 places are dropped; "1E+2" becomes "100"; "-0" becomes "0")
+#   rating                  finite, 0 <= x <= 5, rounded half-up to 2 places when finer
+#   discount percent        an int 0..100 (parsed or computed, rounded half-up)
+#   sold, reviews, page     whole numbers, 0 <= n < 10**12
 
 _PERCENT_SIGN = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _BARE_NUMBER = re.compile(r"\s*-?\s*(\d+(?:\.\d+)?)\s*")
 _ONE = Decimal(1)
 _HUNDRED = Decimal(100)
+MAX_PRICE = Decimal(10**9)
+PRICE_PLACES = 4
+MAX_RATING = Decimal(5)
+RATING_PLACES = 2
+MAX_COUNT = 10**12
+_MAX_COUNT_DIGITS = len(str(MAX_COUNT))
+_NUMERIC_ERRORS = (ArithmeticError, ValueError)  # ValueError: int too long to print (3.11+)
 
 
 def _sub(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -74,43 +91,93 @@ def _ident(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python will print: not an id
+            return None
     return _text(value)
 
 
-def _decimal(value: Any) -> Decimal | None:
-    """A non-negative finite Decimal from a decimal string or a JSON number; else None.
+def _number(value: Any) -> Decimal | None:
+    """Any finite Decimal (sign kept) from a decimal string or a JSON number; else None.
 
     Numbers go through ``str`` so a float 4.5 becomes Decimal("4.5"), not its binary value.
     """
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float | Decimal):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        return None
     try:
+        if isinstance(value, int | float | Decimal):
+            text = str(value)
+        elif isinstance(value, str):
+            text = value.strip()
+        else:
+            return None
         number = Decimal(text)
-    except InvalidOperation:
+    except _NUMERIC_ERRORS:
         return None
-    if not number.is_finite() or number < 0:
+    return number if number.is_finite() else None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A finite, non-negative Decimal ("-0" becomes "0"); else None. Unbounded."""
+    number = _number(value)
+    if number is None:
+        return None
+    if number.is_zero():
+        return number.copy_abs()
+    return None if number.is_signed() else number
+
+
+def _bounded(value: Any, limit: Decimal, places: int) -> Decimal | None:
+    """``_decimal`` within ``0..limit`` with at most ``places`` decimal places, exponent-free."""
+    number = _decimal(value)
+    if number is None or number > limit:
+        return None
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    try:
+        if exponent > 0:  # "1E+2" → "100": bounded, so this is at most 10 digits
+            return number.quantize(_ONE)
+        if exponent < -places:
+            exact = number.quantize(Decimal(1).scaleb(-places))
+            return exact if exact == number else None
+    except ArithmeticError:  # pragma: no cover - bounded values always fit the context
         return None
     return number
 
 
+def _price(value: Any) -> Decimal | None:
+    """A price: see the bounds above; absurd prices ("1e30", 9.99999, NaN) become None."""
+    price = _bounded(value, MAX_PRICE, PRICE_PLACES)
+    return None if price is None or price == MAX_PRICE else price
+
+
+def _rating(value: Any) -> Decimal | None:
+    """A 0..5 rating, rounded half-up to 2 places when upstream sends a longer fraction."""
+    number = _decimal(value)
+    if number is None or number > MAX_RATING:
+        return None
+    try:
+        if number.as_tuple().exponent < -RATING_PLACES:  # type: ignore[operator]
+            number = number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return _bounded(number, MAX_RATING, RATING_PLACES)
+    except ArithmeticError:  # pragma: no cover - bounded values always fit the context
+        return None
+
+
 def _count(value: Any) -> int | None:
-    """A non-negative whole number (int, integral number, or digit string); else None."""
+    """A whole number 0 <= n < 10**12 (int, integral number, or digit string); else None."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
+        return value if 0 <= value < MAX_COUNT else None
     if isinstance(value, str):
         text = value.strip()
-        return int(text) if text.isascii() and text.isdigit() else None
+        if not (text.isascii() and text.isdigit()) or len(text) > _MAX_COUNT_DIGITS:
+            return None
+        return _count(int(text))
     number = _decimal(value)
-    if number is None or number != number.to_integral_value():
+    if number is None or number >= MAX_COUNT or number != number.to_integral_value():
         return None
     return int(number)
 
@@ -123,16 +190,23 @@ def _parse_percent(value: Any) -> int | None:
     """ "42%", "-40%", "42" or 42 → 42 (rounded half-up); anything outside 0..100 → None."""
     if isinstance(value, bool) or value is None:
         return None
+    number: Decimal | None
     if isinstance(value, int | float | Decimal):
-        number = _decimal(abs(value))
+        number = _number(value)
     elif isinstance(value, str):
         match = _PERCENT_SIGN.search(value) or _BARE_NUMBER.fullmatch(value)
-        number = Decimal(match.group(1)) if match else None
+        number = _number(match.group(1)) if match else None
     else:
         return None
     if number is None:
         return None
-    percent = _round(number)
+    number = number.copy_abs()
+    if number > _HUNDRED + _ONE:  # also keeps a 30-digit number away from ``quantize``
+        return None
+    try:
+        percent = _round(number)
+    except ArithmeticError:  # pragma: no cover - bounded values always fit the context
+        return None
     return percent if 0 <= percent <= 100 else None
 
 
@@ -143,12 +217,24 @@ def _computed_discount(price: Decimal | None, original: Decimal | None) -> int |
     """
     if price is None or original is None or original <= 0 or price <= 0 or price > original:
         return None
-    return _round((original - price) * _HUNDRED / original)
+    try:
+        return _round((original - price) * _HUNDRED / original)
+    except ArithmeticError:  # pragma: no cover - prices are bounded before they get here
+        return None
 
 
 def _discount(text: Any, price: Decimal | None, original: Decimal | None) -> int | None:
     parsed = _parse_percent(text)
     return parsed if parsed is not None else _computed_discount(price, original)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr`` for an error message: short, and safe for ints too long to print."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- shape helpers
@@ -241,7 +327,8 @@ def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int 
     next_page = _count(raw_next)
     if raw_next is not None and not next_page:
         raise MalformedPayload(
-            f"data.page.nextPage is {raw_next!r}, expected a page number or null", request_id=rid
+            f"data.page.nextPage is {_show(raw_next)}, expected a page number or null",
+            request_id=rid,
         )
     return has_more, next_page
 
@@ -256,8 +343,8 @@ def _card_product(
     price = _sub(row, "price")
     metrics = _sub(row, "metrics")
     shop = _sub(row, "shop")
-    current = _decimal(price.get("current"))
-    original = _decimal(price.get("original"))
+    current = _price(price.get("current"))
+    original = _price(price.get("original"))
     image_url = _text(row.get("imageUrl")) or _text(_sub(row, "image").get("url"))
     return Product(
         id=product_id,
@@ -269,7 +356,7 @@ def _card_product(
         original_price=original,
         discount_percent=_discount(price.get("discountText"), current, original),
         sold=_count(metrics.get("sold")),
-        rating=_decimal(metrics.get("rating")),
+        rating=_rating(metrics.get("rating")),
         reviews=_count(metrics.get("reviews")),
         shop_id=_ident(shop.get("id")) or _ident(fallback_shop.get("id")),
         shop_name=_text(shop.get("name")) or _text(fallback_shop.get("name")),
@@ -282,8 +369,8 @@ def _showcase_product(row: Mapping[str, Any], product_id: str) -> Product:
     image = _sub(row, "image")
     urls = image.get("urls")
     first_url = next((u for u in urls if _text(u)), None) if isinstance(urls, list) else None
-    sale = _decimal(price.get("salePrice"))
-    original = _decimal(price.get("originalPrice"))
+    sale = _price(price.get("salePrice"))
+    original = _price(price.get("originalPrice"))
     return Product(
         id=product_id,
         title=_text(row.get("title")),
@@ -294,7 +381,7 @@ def _showcase_product(row: Mapping[str, Any], product_id: str) -> Product:
         original_price=original,
         discount_percent=_discount(price.get("discountPercent"), sale, original),
         sold=_count(_sub(row, "sales").get("soldCount")),
-        rating=_decimal(rating.get("score")),
+        rating=_rating(rating.get("score")),
         reviews=_count(rating.get("reviewCount")),
         shop_id=_ident(_sub(row, "seller").get("id")),
     )
@@ -373,7 +460,7 @@ def parse_keyapi_page(raw: Any) -> ParsedPage:
         current = _count(pagination.get("page"))
         if not current:
             raise MalformedPayload(
-                f"data.pagination.page is {pagination.get('page')!r} while has_more is true",
+                f"data.pagination.page is {_show(pagination.get('page'))} while has_more is true",
                 request_id=rid,
             )
         next_page = current + 1
