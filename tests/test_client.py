@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import logging
 import re
@@ -304,8 +305,15 @@ async def test_not_found_store(make: Any, mock: Any) -> None:
         ),
         pytest.param([store_page(["a"], cursor=None, has_more=True)], 5, 1, True,
                      id="nextCursor-null"),
-        pytest.param([store_page(["a"], cursor="c2"), store_page([], cursor="c3")], 5, 2, True,
+        # an empty page stops paging (spec section 1) but only upstream can say "no more":
+        # products beyond a glitching empty page must not become removal candidates
+        pytest.param([store_page(["a"], cursor="c2"), store_page([], cursor="c3")], 5, 2, False,
                      id="empty-page-with-hasMore"),
+        pytest.param([store_page([], cursor="c2")], 5, 1, False, id="empty-first-page-hasMore"),
+        pytest.param([store_page(["a"], cursor="c2"), store_page([], has_more=False)], 5, 2,
+                     True, id="empty-last-page"),
+        pytest.param([store_page(["a"], cursor="c2"), store_page([], cursor=None, has_more=True)],
+                     5, 2, True, id="empty-page-without-cursor"),
         pytest.param([store_page(["a"], cursor="c2"), store_page(["b"], cursor="c3")], 2, 2, False,
                      id="max-pages-while-hasMore"),
         pytest.param([store_page(["a"], cursor="c2")], 1, 1, False, id="max-pages-one"),
@@ -321,6 +329,35 @@ async def test_stop_conditions(
     result = await h.client.poll(watch)
     assert len(sent(mock)) == requests == result.pages
     assert (result.exhausted, result.complete) == (exhausted, True)
+
+
+async def test_repeated_empty_pages_never_exhaust(make: Any, mock: Any) -> None:
+    """The same upstream glitch poll after poll: each poll stops, none may remove products."""
+    h = make()
+    watch = WatchConfig(id="w", type="store", url=STORE_URL, max_pages=5)
+    for _ in range(3):
+        mock.get(STORE_RE, payload=store_page(["a"], cursor="c2"))
+        mock.get(STORE_RE, payload=store_page([], cursor="c3"))
+        result = await h.client.poll(watch)
+        assert [p.id for p in result.products] == ["a"]
+        assert (result.complete, result.exhausted, result.pages) == (True, False, 2)
+
+
+async def test_keyapi_empty_page_with_has_more_is_not_exhausted(make: Any, mock: Any) -> None:
+    h = make(KA)
+    mock.get(TOP_RE, payload=keyapi_page(["A"], page=1, has_more=True))
+    mock.get(TOP_RE, payload=keyapi_page([], page=2, has_more=True))
+    result = await h.client.poll(TOP)
+    assert (result.pages, result.complete, result.exhausted) == (2, True, False)
+
+
+async def test_search_empty_page_with_next_page_is_not_exhausted(make: Any, mock: Any) -> None:
+    h = make()
+    body = load("search_empty")
+    body["data"]["page"] = {"currentPage": 1, "nextPage": 2, "hasMore": True}
+    mock.get(SEARCH_RE, payload=body)
+    result = await h.client.poll(SEARCH)
+    assert (result.pages, result.complete, result.exhausted) == (1, True, False)
 
 
 async def test_search_stops_when_next_page_null(make: Any, mock: Any) -> None:
@@ -596,6 +633,89 @@ async def test_second_page_malformed_keeps_first(make: Any, mock: Any) -> None:
     assert [p.id for p in result.products] == ["a"]
     assert result.errors == (
         "store goli-store page 2: data.products[0] has no string or integer id",
+    )
+
+
+@pytest.mark.parametrize(
+    ("price", "sold"),
+    [
+        pytest.param({"discountText": "123456789012345678901234567890%"}, 5, id="30-digit-text"),
+        pytest.param({"discountText": 1e40, "current": 1e40, "original": 1e40}, 5, id="1e40"),
+        pytest.param({"current": "1e30", "original": "NaN"}, 1e40, id="exotic-strings"),
+    ],
+)
+async def test_absurd_numbers_do_not_crash_the_poll(
+    make: Any, mock: Any, price: dict[str, Any], sold: Any
+) -> None:
+    h = make()
+    body = store_page(["a"])
+    body["data"]["products"][0]["price"].update(price)
+    body["data"]["products"][0]["metrics"]["sold"] = sold
+    mock.get(STORE_RE, payload=body)
+    result = await h.client.poll(STORE)
+    assert (result.complete, result.errors) == (True, ())
+    (product,) = result.products
+    assert product.price is None or product.price == Decimal("14.96")
+    assert product.discount_percent is None or 0 <= product.discount_percent <= 100
+    assert product.sold in (None, 5)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(ZeroDivisionError("division by zero"), id="zero-division"),
+        pytest.param(ArithmeticError("overflow"), id="arithmetic"),
+        pytest.param(ValueError("bad\nvalue"), id="value"),
+        pytest.param(KeyError("price"), id="key"),
+        pytest.param(RecursionError("too deep"), id="recursion"),
+    ],
+)
+async def test_parser_exceptions_become_failed_pages(
+    make: Any,
+    mock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    exc: Exception,
+) -> None:
+    def broken(raw: Any) -> Any:
+        raise exc
+
+    monkeypatch.setitem(SOURCES, "store", dataclasses.replace(SOURCES["store"], parse=broken))
+    h = make()
+    mock.get(STORE_RE, payload=store_page(["a"], rid="req_boom"), repeat=True)
+    with caplog.at_level(logging.WARNING, logger="watcher.sources"):
+        result = await h.client.poll(STORE)
+    assert len(sent(mock)) == 1  # a malformed page is never retried
+    assert (result.complete, result.exhausted, result.products) == (False, False, ())
+    (error,) = result.errors
+    name = type(exc).__name__
+    assert error.startswith("store goli-store page 1: ") and name in error
+    assert error.endswith("(request req_boom)") and "\n" not in error
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and name in warnings[0] and "req_boom" in warnings[0]
+
+
+async def test_parser_exception_on_a_later_page_keeps_earlier_pages(
+    make: Any, mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SOURCES["store"].parse
+
+    def second_page_breaks(raw: Any) -> Any:
+        if raw["meta"]["requestId"] == "r2":
+            raise ArithmeticError("boom")
+        return real(raw)
+
+    monkeypatch.setitem(
+        SOURCES, "store", dataclasses.replace(SOURCES["store"], parse=second_page_breaks)
+    )
+    h = make()
+    mock.get(STORE_RE, payload=store_page(["a"], cursor="c2", rid="r1"))
+    mock.get(STORE_RE, payload=store_page(["b"], rid="r2"))
+    result = await h.client.poll(STORE)
+    assert [p.id for p in result.products] == ["a"]
+    assert (result.complete, result.exhausted) == (False, False)
+    assert result.errors == (
+        "store goli-store page 2: parser raised ArithmeticError: boom (request r2)",
     )
 
 

@@ -455,8 +455,11 @@ METRICS = [
     ("rating-infinity", {"rating": "Infinity"}, ("rating", None)),
     ("rating-minus-zero", {"rating": "-0"}, ("rating", D("0"))),
     ("rating-five", {"rating": "5.0"}, ("rating", D("5.0"))),
-    ("rating-long-fraction-rounded", {"rating": "4.666666666666666666666666666666"},
-     ("rating", D("4.67"))),
+    (
+        "rating-long-fraction-rounded",
+        {"rating": "4.666666666666666666666666666666"},
+        ("rating", D("4.67")),
+    ),
 ]
 
 
@@ -914,7 +917,9 @@ def _field_paths(node: Any) -> list[tuple[Any, ...]]:
     return [
         path
         for path in _paths(node)
-        if len(path) >= 4 and path[:2] in (("data", "products"), ("data", "list")) and path[3] != "id"
+        if len(path) >= 4
+        and path[:2] in (("data", "products"), ("data", "list"))
+        and path[3] != "id"
     ]
 
 

@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from watcher.models import Alert, AlertDraft, Product
 from watcher.render import (
@@ -18,6 +20,7 @@ from watcher.render import (
     format_money,
     previous_dict,
     product_dict,
+    render_digest_html,
     render_digest_text,
     render_html,
     render_text,
@@ -233,8 +236,20 @@ def test_product_and_previous_dicts_of_none() -> None:
         pytest.param("3", None, "3.00", id="no-currency"),
         pytest.param("-2.5", "USD", "-$2.50", id="negative"),
         pytest.param(None, "USD", "?", id="unknown"),
+        # never raises: what cannot be formatted as money falls back to str(amount)
+        pytest.param("1e30", "USD", "$1E+30", id="huge"),
+        pytest.param("-1e30", "USD", "-$1E+30", id="huge-negative"),
+        pytest.param("1E+999999", "MYR", "1E+999999 MYR", id="giant-exponent"),
+        pytest.param("1E-999999", None, "1E-999999", id="tiny-exponent"),
+        pytest.param("123456789012345678901234567890", None, "123456789012345678901234567890",
+                     id="30-digits"),
+        pytest.param("NaN", "USD", "$NaN", id="nan"),
+        pytest.param("sNaN", "EUR", "€sNaN", id="signaling-nan"),
+        pytest.param("-Infinity", "USD", "-$Infinity", id="minus-infinity"),
+        pytest.param("999999999.9999", "USD", "$999,999,999.9999", id="normaliser-bound"),
+        pytest.param("1E+2", "USD", "$100.00", id="exponent-in-range"),
     ],
-)
+)  # fmt: skip
 def test_format_money(amount: str | None, currency: str | None, expected: str) -> None:
     assert format_money(None if amount is None else Decimal(amount), currency) == expected
 
@@ -414,6 +429,102 @@ def test_digest_text_lists_every_alert_best_first() -> None:
     assert text.startswith("3 alerts\n\n")
     assert text.index("T2") < text.index("T1") < text.index("no products")
     assert "1. Price drop: T2\n$10.00 → $5.00 (-50%)" in text
+
+
+# --- never raises -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param("1e30", "1", id="huge-old"),
+        pytest.param("1E-999999", "1E+999999", id="overflowing-change"),
+        pytest.param("1e-20", "1e20", id="change-too-long-to-round"),
+        pytest.param("NaN", "5", id="nan-old"),
+        pytest.param("5", "sNaN", id="snan-new"),
+        pytest.param("Infinity", "5", id="infinite-old"),
+        pytest.param("-0", "5", id="minus-zero-old"),
+    ],
+)
+def test_extreme_prices_render(before: str, after: str) -> None:
+    old = Product("x", price=Decimal(before))
+    new = Product("x", title="T", price=Decimal(after), currency="USD", discount_percent=10**5000)
+    for kind in ("price_drop", "discount_at_least", "out_of_stock", "rank_jump"):
+        a = alert(kind, product=new, previous=old)
+        assert render_text(a).split("\n")[0].endswith(": T")
+        assert "<b>T</b>" in render_html(a)
+        assert webhook_body(a, "{price} {old_price} {discount}")["message"].endswith(" ?")
+    assert render_digest_text([alert(product=new, previous=old), alert()]).startswith("2 alerts")
+    assert len(sort_best_first([alert(product=new, previous=old), alert()])) == 2
+
+
+def test_huge_drop_shows_both_prices() -> None:
+    old = Product("x", price=Decimal("1e30"))
+    new = Product("x", title="T", price=Decimal("1"), currency="USD")
+    assert (
+        render_text(alert(product=new, previous=old))
+        .splitlines()[1]
+        .startswith("$1E+30 → $1.00 (")
+    )
+
+
+_DECIMALS = st.none() | st.decimals(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [Decimal(t) for t in ("1e30", "-1e30", "1E+999999", "1E-999999", "sNaN", "-NaN", "-0", "0",
+                          "0.00", "1e-30", "123456789012345678901234567890.123", "999999999.9999")]
+)  # fmt: skip
+_INTS = st.none() | st.integers() | st.sampled_from([0, -1, 10**40, -(10**40), 10**4000])
+_TEXT = st.none() | st.text(max_size=12)
+_PRODUCTS = st.builds(
+    Product,
+    id=st.text(min_size=1, max_size=8),
+    title=_TEXT,
+    url=_TEXT | st.just('https://x.test/<p>?a=1&b="2"'),
+    image_url=_TEXT,
+    currency=st.none() | st.sampled_from(["USD", "EUR", "GBP", "MYR", "", "usd"]) | _TEXT,
+    price=_DECIMALS,
+    original_price=_DECIMALS,
+    discount_percent=_INTS,
+    sold=_INTS,
+    rating=_DECIMALS,
+    reviews=_INTS,
+    rank=_INTS,
+    shop_id=_TEXT,
+    shop_name=_TEXT,
+)
+_KINDS = st.sampled_from(
+    ["price_drop", "price_below", "lowest_price", "discount_at_least", "new_item", "rank_jump",
+     "out_of_stock", "back_in_stock", "watch_failing", "watch_empty", "provider_paused"]
+) | st.text(min_size=1, max_size=10)  # fmt: skip
+_ALERTS = st.builds(
+    Alert,
+    alert_id=st.just("a" * 32),
+    kind=_KINDS,
+    watch_id=_TEXT,
+    detected_at=st.datetimes(timezones=st.none() | st.just(UTC)),
+    rule_id=st.none() | st.just("rule"),
+    product=st.none() | _PRODUCTS,
+    previous=st.none() | _PRODUCTS,
+    message=st.text(max_size=12),
+)
+_TEMPLATES = st.none() | st.text(max_size=12) | st.sampled_from(
+    ["{title} {price} {old_price} {discount}% {rank} {old_rank} {url} {rule} {watch} {shop}",
+     "{price:>12}", "{discount:d}", "{rank!r}", "{0}", "{title.upper}", "{unknown}", "{"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(alerts=st.lists(_ALERTS, min_size=1, max_size=4), template=_TEMPLATES)
+def test_rendering_never_raises(alerts: list[Alert], template: str | None) -> None:
+    for a in alerts:
+        assert isinstance(render_text(a, template), str)
+        assert isinstance(render_html(a, template), str)
+        assert set(webhook_body(a, template)) == set(SPEC_BODY_KEYS)
+        assert isinstance(render_text(a), str) and isinstance(render_html(a), str)
+        if a.product is not None:
+            transition_values(AlertDraft("r", a.kind, "w", a.product, a.previous))
+    assert render_digest_text(alerts).startswith(f"{len(alerts)} alerts")
+    assert render_digest_html(alerts).startswith(f"<b>{len(alerts)} alerts</b>")
+    assert len(sort_best_first(alerts)) == len(alerts)
 
 
 # --- split_message ----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Alerts → plain text, Telegram HTML, webhook JSON; and the deterministic ``alert_id``.
 
 Pure: no I/O. Money is formatted from ``Decimal`` without ever going through ``float``.
+Rendering never raises for any ``Product``: an amount or percentage that cannot be formatted
+(NaN, infinity, 1e30, a change too large to round) falls back to ``str`` or is left out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ _TEMPLATE_FIELDS = (
     "title", "price", "old_price", "discount", "rank", "old_rank", "url", "rule", "watch", "shop",
 )  # fmt: skip
 _CENT = Decimal("0.01")
+_MAX_PLAIN_DIGITS = 24  # integer digits shown with thousands separators; more is ``str``
+_MAX_PLAIN_PLACES = 12  # decimal places shown in full; more is ``str``
+_NUMBER_ERRORS = (ArithmeticError, ValueError, TypeError)
 
 
 # --- identity ---------------------------------------------------------------------------------
@@ -96,7 +101,10 @@ def _dec(value: Decimal | None) -> str | None:
     """Canonical decimal text: ``Decimal("20.00")`` and ``Decimal("20")`` both give "20"."""
     if value is None:
         return None
-    text = f"{value.normalize():f}"
+    try:
+        text = f"{value.normalize():f}"
+    except _NUMBER_ERRORS:
+        return str(value)
     return "0" if text in ("-0", "0") else text
 
 
@@ -169,17 +177,35 @@ def _utc(at: datetime) -> str:
 
 
 def format_money(amount: Decimal | None, currency: str | None) -> str:
-    """``$19.99``, ``€5.00``, ``1,250.00 MYR``; "?" for an unknown amount. No float."""
+    """``$19.99``, ``€5.00``, ``1,250.00 MYR``; "?" for an unknown amount. No float.
+
+    Never raises: NaN, infinities and amounts too large or too fine to show in full (1e30)
+    are shown as ``str(amount)``, with the currency as usual.
+    """
     if amount is None:
         return "?"
-    if amount.as_tuple().exponent >= -2:  # type: ignore[operator]
-        amount = amount.quantize(_CENT)
-    text = f"{amount:,f}"
+    try:
+        text = _plain_money(amount)
+    except _NUMBER_ERRORS:
+        text = str(amount)
     code = (currency or "").upper()
     if code in _SYMBOLS:
         sign = "-" if text.startswith("-") else ""
         return f"{sign}{_SYMBOLS[code]}{text.lstrip('-')}"
     return f"{text} {code}" if code else text
+
+
+def _plain_money(amount: Decimal) -> str:
+    """``1,250.00``; raises ValueError or ArithmeticError for what cannot be shown so."""
+    if not amount.is_finite():
+        raise ValueError("not a finite amount")
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if amount.adjusted() >= _MAX_PLAIN_DIGITS or exponent < -_MAX_PLAIN_PLACES:
+        raise ValueError("too long to show in full")
+    if exponent >= -2:
+        amount = amount.quantize(_CENT)
+    return f"{amount:,f}"
 
 
 def render_text(alert: Alert, template: str | None = None) -> str:
@@ -376,43 +402,83 @@ def _value_lines(alert: Alert) -> list[str]:
 def _price_line(p: Product, old: Product | None) -> str:
     now = _price_now(p)
     before = old.price if old else None
-    if before is None or p.price is None or before == p.price:
+    if before is None or p.price is None or _same(before, p.price):
         return now
-    change = _signed_percent((p.price - before) * 100 / before) if before else ""
+    change = _change(before, p.price)
     text = f"{format_money(before, p.currency)} → {format_money(p.price, p.currency)}"
     text += f" ({change})" if change else ""
     if p.discount_percent:
-        text += f" · {p.discount_percent}% off"
+        text += f" · {_int(p.discount_percent)}% off"
     return text
 
 
 def _price_now(p: Product) -> str:
     text = format_money(p.price, p.currency) if p.price is not None else "price unknown"
     if p.discount_percent:
-        text += f" · {p.discount_percent}% off"
+        text += f" · {_int(p.discount_percent)}% off"
     return text
 
 
+def _same(a: Decimal, b: Decimal) -> bool:
+    try:
+        return a == b
+    except _NUMBER_ERRORS:  # a signaling NaN refuses even ``==``
+        return False
+
+
+def _change(before: Decimal, now: Decimal) -> str:
+    """``-25%`` from ``before`` to ``now``; "" when there is no meaningful percentage."""
+    try:
+        if not (before.is_finite() and now.is_finite()) or before.is_zero():
+            return ""
+        return _signed_percent((now - before) * 100 / before)
+    except _NUMBER_ERRORS:  # overflow of a huge change
+        return ""
+
+
 def _signed_percent(value: Decimal) -> str:
-    places = Decimal("1") if abs(value) >= 1 else Decimal("0.1")
-    rounded = value.quantize(places, rounding=ROUND_HALF_UP)
+    """``+12%``, ``-0.3%``; a value too large to round is shown as ``str(value)%``."""
+    try:
+        if not value.is_finite():
+            return ""
+        places = Decimal("1") if abs(value) >= 1 else Decimal("0.1")
+        rounded = value.quantize(places, rounding=ROUND_HALF_UP)
+    except _NUMBER_ERRORS:
+        rounded = value
     sign = "+" if rounded > 0 else ""
     return f"{sign}{rounded}%"
 
 
+def _int(value: int) -> str:
+    """``str(value)``, or "?" for an int with more digits than Python will print."""
+    try:
+        return str(value)
+    except ValueError:
+        return "?"
+
+
 def _pct(value: int | None) -> str:
-    return "?" if value is None else f"{value}%"
+    return "?" if value is None else f"{_int(value)}%"
 
 
 def _rank(value: int | None) -> str:
-    return "unranked" if value is None else f"#{value}"
+    return "unranked" if value is None else f"#{_int(value)}"
 
 
 def _drop_fraction(alert: Alert) -> Decimal:
+    """How much of the old price the drop is (0.25 for -25%); 0 when it is not a clean drop."""
     p, old = alert.product, alert.previous
-    if p is None or old is None or p.price is None or not old.price or p.price >= old.price:
+    if p is None or old is None or p.price is None or old.price is None:
         return Decimal(0)
-    return (old.price - p.price) / old.price
+    try:
+        if not (p.price.is_finite() and old.price.is_finite()) or old.price.is_zero():
+            return Decimal(0)
+        if p.price >= old.price:
+            return Decimal(0)
+        fraction = (old.price - p.price) / old.price
+    except _NUMBER_ERRORS:
+        return Decimal(0)
+    return fraction if fraction.is_finite() else Decimal(0)
 
 
 # --- templates --------------------------------------------------------------------------------
@@ -438,7 +504,13 @@ def _template_fields(alert: Alert) -> dict[str, str]:
         "watch": alert.watch_id,
         "shop": p.shop_name,
     }
-    return {k: "" if values[k] is None else str(values[k]) for k in _TEMPLATE_FIELDS}
+    return {k: _field_text(values[k]) for k in _TEMPLATE_FIELDS}
+
+
+def _field_text(value: object) -> str:
+    if value is None:
+        return ""
+    return _int(value) if isinstance(value, int) else str(value)
 
 
 def _apply_template(template: str, fields: Mapping[str, str]) -> str | None:

@@ -2,7 +2,8 @@
 
 One ``ProviderClient`` per provider owns one aiohttp session, a concurrency limit and a rate
 limit (spec section 9). ``poll`` turns upstream trouble into an incomplete ``PollResult`` with
-a readable error; only ``PaymentRequired`` (the provider must pause) and
+a readable error (a parser that raises anything but ``FetchError`` yields a ``MalformedPayload``
+failed page); only ``PaymentRequired`` (the provider must pause) and
 ``ProviderUnavailable`` (the daily budget forbids the first request) escape it.
 """
 
@@ -244,8 +245,15 @@ class ProviderClient:
                 not_found, exhausted = True, True
                 break
             pages.append(page.products)
-            if not page.has_more or page.next is None or not page.products:
-                exhausted = True
+            if not page.has_more or page.next is None:
+                exhausted = True  # only upstream can say there is no more
+                break
+            if not page.products:
+                # Spec section 1 stops paging on an empty page, but one that still says
+                # hasMore may be a glitch: products beyond it must not look removed.
+                log.info(
+                    "%s %s page %d: empty page with more to come", watch.type, watch.id, page_no
+                )
                 break
             request = source.next_request(watch, page.next)
         return PollResult(
@@ -377,6 +385,15 @@ class ProviderClient:
             except MalformedPayload as error:
                 error.request_id = error.request_id or request_id
                 raise
+            except FetchError:
+                raise
+            except Exception as exc:
+                # A parser bug or a value it did not expect: one failed page, never a crash.
+                log.debug("parser %s raised", source.watch_type, exc_info=True)
+                raise MalformedPayload(
+                    f"parser raised {type(exc).__name__}: {_one_line(str(exc))}".rstrip(": "),
+                    request_id=request_id,
+                ) from exc
 
         if body_status is not None:
             what = f"HTTP {reply.status} with body code {status} {_phrase(status)}"

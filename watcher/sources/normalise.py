@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from watcher.errors import FetchError
@@ -157,9 +157,11 @@ def _rating(value: Any) -> Decimal | None:
     number = _decimal(value)
     if number is None or number > MAX_RATING:
         return None
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
     try:
-        if number.as_tuple().exponent < -RATING_PLACES:  # type: ignore[operator]
-            number = number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        if exponent < -RATING_PLACES:
+            number = number.quantize(Decimal(1).scaleb(-RATING_PLACES), rounding=ROUND_HALF_UP)
         return _bounded(number, MAX_RATING, RATING_PLACES)
     except ArithmeticError:  # pragma: no cover - bounded values always fit the context
         return None
