@@ -302,3 +302,29 @@ async def test_outbox_honours_retry_after_then_delivers(fake, channel, store):
     assert await dispatcher.deliver_due() == 1
     assert [s.method for s in fake.sent_to(CHAT)] == ["sendPhoto"]
     assert store.delivery_counts() == {"sent": 1}
+
+
+async def test_a_digest_retried_after_a_failed_part_does_not_repeat_earlier_parts(fake, channel):
+    from telegram.error import RetryAfter
+
+    alerts = [make_alert(i) for i in range(40)]
+    parts = len(plan_messages(alerts))
+    assert parts >= 2
+    real = channel._send_one
+    calls = {"n": 0}
+
+    async def flaky(chat_id, msg):
+        calls["n"] += 1
+        if calls["n"] == 2:  # part 2 hits Telegram's flood limit
+            raise RetryAfter(3)
+        await real(chat_id, msg)
+
+    channel._send_one = flaky
+    with pytest.raises(DeliveryError) as e:
+        await channel.send(str(CHAT), alerts)
+    assert e.value.retryable and e.value.retry_after == 3
+    assert len(fake.sent_to(CHAT)) == 1
+    await channel.send(str(CHAT), alerts)  # the outbox retries the same digest
+    texts = [s.text for s in fake.sent_to(CHAT)]
+    assert len(texts) == parts  # every part once: part 1 was not sent again
+    assert len(set(texts)) == parts

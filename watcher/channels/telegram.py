@@ -90,6 +90,7 @@ class TelegramChannel:
         self.id = config.id
         self.config = config
         self.store = store
+        self._progress: dict[tuple[str, tuple[str, ...]], int] = {}  # digest parts sent
         if bot is None:
             if not config.token:
                 raise ValueError(f"telegram channel {config.id!r} needs a token")
@@ -133,8 +134,11 @@ class TelegramChannel:
                 f"telegram {self.id}: target {target!r} is not a chat id", retryable=False
             ) from None
         messages = plan_messages(alerts)
+        # A digest split into parts: a retry resumes after the parts that already arrived
+        # (in this process), so a failure on part 3 does not repeat parts 1 and 2.
+        key = (target, tuple(a.alert_id for a in alerts))
         migrated = False
-        i = 0
+        i = self._progress.pop(key, 0)
         while i < len(messages):
             try:
                 await self.bot.initialize()  # no-op when open; reopens after a shutdown
@@ -150,6 +154,8 @@ class TelegramChannel:
                 chat_id = new_id
                 continue  # resend the message that failed (earlier parts arrived already)
             except TelegramError as exc:
+                if i:
+                    self._progress[key] = i
                 raise await self._map_error(exc, chat_id) from exc
             i += 1
 
