@@ -206,11 +206,14 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
             cycle_done.clear()
             n += 1
             await asyncio.sleep(0.5)  # let the console print this cycle's alerts first
-            print(f"--- cycle {n} done (simulated step {sim.simulator.world.current_step})")
             if cycles and n >= cycles:
+                print(f"--- demo finished after {n} poll cycles", flush=True)
                 daemon.request_stop()
                 return
-            sim.step()
+            step = sim.step()
+            if n == 1:
+                print("--- baseline stored; the simulated shops start to change", flush=True)
+            print(f"--- step {step}: the simulated shops changed; alerts follow", flush=True)
 
     task = asyncio.create_task(stepper())
     try:
