@@ -32,6 +32,7 @@ class WebhookReceiver:
         self.fail_next = 0
         self.fail_status = 503
         self.retry_after: str | None = None
+        self.delay = 0.0  # seconds before answering (a slow receiver)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -39,6 +40,8 @@ class WebhookReceiver:
         raw = await request.read()
         entry = {"headers": dict(request.headers), "raw": raw}
         self.requests.append(entry)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.secret is not None:
             expected = "sha256=" + hmac.new(self.secret.encode(), raw, hashlib.sha256).hexdigest()
             got = request.headers.get("X-Watcher-Signature", "")
@@ -60,7 +63,7 @@ class WebhookReceiver:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

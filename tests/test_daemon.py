@@ -63,10 +63,21 @@ STEP2 = Counter(
 )
 
 
+STEP3 = Counter([("price-drop-10", S.SUPERGREENS), ("all-time-low", S.SUPERGREENS)])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def metric(text: str, series: str) -> float:
+    """The value of one Prometheus series in a /metrics answer (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def pairs(alerts: list[dict]) -> Counter:
@@ -140,14 +151,24 @@ async def test_restarts_and_kills_lose_nothing_and_duplicate_nothing(world):
     await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="pending alerts after restart")
     sim.step()
     await wait_until(lambda: pairs(hook.alerts()) == STEP1 + STEP2, what="step 2 alerts")
-    # SIGKILL: no graceful anything; then a restart with nothing new must deliver nothing new
+    # SIGKILL in the middle of a delivery: the receiver holds the request, the sender dies
+    hook.delay = 30
+    in_flight = len(hook.requests)
+    sim.step()  # step 3: SUPERGREENS drops
+    await wait_until(lambda: len(hook.requests) > in_flight, what="a delivery in flight")
     code, _ = await d.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
+    hook.delay = 0
+    # the restart hands back the dead process's claims at once (not after the lease)
     d = await daemon().start()
+    await wait_until(
+        lambda: pairs(hook.alerts()) == STEP1 + STEP2 + STEP3,
+        what="the alerts in flight at the kill",
+    )
     await d.wait_log("event=poll watch=goli-store status=ok", count=2)
     assert (await d.stop())[0] == 0
     ids = [a["alert_id"] for a in hook.alerts()]
-    assert len(ids) == len(set(ids)) == sum((STEP1 + STEP2).values())
+    assert len(ids) == len(set(ids)) == sum((STEP1 + STEP2 + STEP3).values())
 
 
 async def test_subscription_by_command_survives_a_restart(world):
@@ -165,15 +186,30 @@ async def test_subscription_by_command_survives_a_restart(world):
     d = await daemon().start()
     await d.wait_log("event=poll watch=goli-store status=ok")
     sim.step()
+    for chat in (OTHER, CHAT):
+        await wait_until(
+            lambda chat=chat: any("16.99" in s.body for s in bot.sent_to(chat)),
+            what=f"the step 1 alert in chat {chat}",
+        )
+    bot.command(OTHER, OTHER, "/unsubscribe all")
     await wait_until(
-        lambda: any("16.99" in s.body for s in bot.sent_to(OTHER)), what="subscriber alert"
+        lambda: any("Removed 1 subscription" in s.body for s in bot.sent_to(OTHER)),
+        what="the /unsubscribe reply",
     )
-    assert any("16.99" in s.body for s in bot.sent_to(CHAT))
+    sent_other = len(bot.sent_to(OTHER))
+    sim.step()  # MATCHA and CLASSIC_CLOG drop: chat_ids still get them, OTHER no longer
+    await wait_until(
+        lambda: sum("10.99" in s.body or "34.99" in s.body for s in bot.sent_to(CHAT)) == 2,
+        what="step 2 alerts in the listed chat",
+    )
+    await d.wait_log("sent alerts=", count=3)
+    assert len(bot.sent_to(OTHER)) == sent_other
     assert (await d.stop())[0] == 0
 
 
 async def test_a_store_sale_reaches_each_chat_as_one_digest(world):
     sim, hook, bot, daemon = world
+    sim.simulator.page_size = 50  # one page: a poll sees the sale whole, never half of it
     store = sim.world.stores[S.STORE_URL]
     for i in range(8):
         item = Item(id=f"17400000000000000{i:02d}", title=f"Extra item {i}", price=Decimal("10"))
@@ -230,14 +266,17 @@ async def test_healthz_and_metrics(world):
         async with http.get(f"{base}/metrics") as r:
             before = await r.text()
         assert 'watcher_polls_total{status="baseline",watch="goli-store"} 1.0' in before
-        assert 'watcher_credits_total{provider="socialfetch"}' in before
+        credits_before = metric(before, 'watcher_credits_total{provider="socialfetch"}')
+        assert credits_before >= 4  # the store's 4 pages at least
         sim.step()
         await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="step 1 alerts")
         await d.wait_log("sent alerts=")
         async with http.get(f"{base}/metrics") as r:
             after = await r.text()
     assert 'watcher_alerts_total{kind="price_drop",rule="price-drop-10"} 1.0' in after
-    assert 'watcher_deliveries_total{channel="hook",outcome="sent"}' in after
+    assert metric(after, 'watcher_deliveries_total{channel="hook",outcome="sent"}') == 3
+    assert metric(after, 'watcher_polls_total{status="ok",watch="goli-store"}') >= 1
+    assert metric(after, 'watcher_credits_total{provider="socialfetch"}') > credits_before
     assert "watcher_poll_duration_seconds_bucket" in after
     assert (await d.stop())[0] == 0
 
@@ -324,3 +363,72 @@ async def test_a_crashing_poll_is_recorded_on_the_watch_not_swallowed(tmp_path, 
         assert state.last_error == "internal error: RuntimeError: disk on fire"
     finally:
         await sim.close()
+
+
+async def test_a_muted_chat_gets_one_digest_when_the_mute_ends(world):
+    sim, hook, bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    bot.command(CHAT, CHAT, "/mute 6s")
+    assert "until" in (await bot.wait_reply(CHAT)).body
+    sim.step()
+    await d.wait_log("event=poll watch=goli-store status=ok products=32 pages=4 alerts=3")
+    sim.step()  # step 2: MATCHA and CLASSIC_CLOG drop
+    await wait_until(lambda: pairs(hook.alerts()) == STEP1 + STEP2, what="webhook unaffected")
+    assert [s.method for s in bot.sent_to(CHAT)] == ["sendMessage"]  # only the /mute reply
+    await d.wait_log("holding")
+    # when the mute ends: the three held price drops arrive as one digest
+    await wait_until(lambda: len(bot.sent_to(CHAT)) >= 2, timeout=15, what="the digest")
+    await d.wait_log("sent alerts=", count=4)
+    [digest] = bot.sent_to(CHAT)[1:]
+    assert digest.body.startswith("<b>3 alerts</b>")
+    for price in ("16.99", "10.99", "34.99"):
+        assert price in digest.body
+    assert (await d.stop())[0] == 0
+
+
+async def test_sigterm_during_a_slow_poll_still_exits_0_within_10s(world):
+    sim, _hook, _bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    # the store's next page takes a minute to answer: a poll is in flight at SIGTERM
+    slow = sim.add_fault("/v1/tiktok/shop/products", status=503, delay=60, times=None)
+    await wait_until(lambda: slow.used >= 1, what="a store request in flight")
+    code, took = await d.stop()
+    assert code == 0, d.log()
+    assert took < 10
+    assert d.count("event=polls_cancelled") == 1
+
+
+async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, monkeypatch):
+    import asyncio
+
+    from watcher.config import load_config
+    from watcher.daemon import Daemon
+    from watcher.store import Store
+
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(
+        "providers:\n  socialfetch: {api_key: k, base_url: 'http://127.0.0.1:9'}\n"
+        "channels:\n  out: {type: console}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+    )
+    port = free_port()
+    daemon = Daemon(load_config(cfg), f"sqlite:///{tmp_path / 'w.db'}", http=f"127.0.0.1:{port}")
+    task = asyncio.create_task(daemon.run())
+    url = f"http://127.0.0.1:{port}/healthz"
+    async with aiohttp.ClientSession() as http:
+        await wait_until(lambda: daemon.http_port is not None, what="the http server")
+        async with http.get(url) as r:
+            assert r.status == 200
+
+        def down(self) -> bool:
+            raise OSError("database is locked")
+
+        monkeypatch.setattr(Store, "ping", down)
+        async with http.get(url) as r:
+            assert r.status == 503
+            assert (await r.json()) == {"ok": False}
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, 10) == 0

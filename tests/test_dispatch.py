@@ -44,8 +44,15 @@ class FakeChannel:
         self.sends: list[list[str]] = []
         self.errors: list[DeliveryError] = []
         self.delay = 0.0  # real seconds a send takes
+        self.started: list[list[str]] = []  # every send begun, finished or not
+        self.send_started = asyncio.Event()
+        self.hang = False  # a send that never answers (until cancelled)
 
     async def send(self, target: str, alerts: Sequence[Alert]) -> None:
+        self.started.append([a.alert_id for a in alerts])
+        self.send_started.set()
+        if self.hang:
+            await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.errors:
@@ -287,15 +294,23 @@ async def test_ending_a_mute_releases_what_it_held(store):
 
 async def test_a_pass_cut_short_hands_its_claims_back(store):
     clock, ch = Clock(), FakeChannel()
-    ch.delay = 5.0  # a send that is still running when the daemon stops
+    ch.hang = True  # a send that is still running when the daemon stops
     add(store, make_alert(1, batch="w:1"), make_alert(2, batch="w:2"))
     d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
     task = asyncio.create_task(d.deliver_due())
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(ch.send_started.wait(), timeout=10)
+    # the pass is mid-send: both deliveries are claimed (leased), so none is due now
+    assert store.due_deliveries(clock.now) == []
+    assert ch.started == [["a001"]] and not task.done()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and ch.sends == []
     # due again at once: a restart (or the shutdown flush) sends them without waiting a lease
     assert [a.alert_id for _, a in store.due_deliveries(clock.now)] == ["a001", "a002"]
+    ch.hang = False
+    assert await d.deliver_due() == 2
+    assert ch.sends == [["a001"], ["a002"]]
+    assert status(store) == {"sent": 2}
 
 
 async def test_a_channel_bug_is_a_retryable_failure_not_a_stuck_delivery(store):
@@ -320,3 +335,26 @@ async def test_retry_after_is_capped(store):
     d = Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep)
     await d.deliver_due()
     assert store.next_due() == T0 + timedelta(hours=1)
+
+
+def test_claims_of_a_dead_process_are_released_at_once(tmp_path):
+    """SIGKILL mid-send: the next process on this host need not wait out the lease."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store(url)
+    add(store, make_alert(1))
+    code = (
+        "import sys; from datetime import datetime, UTC; from watcher.store import Store; "
+        "rows = Store(sys.argv[1]).claim_due(datetime(2030, 1, 1, tzinfo=UTC)); "
+        "assert len(rows) == 1"
+    )
+    subprocess.run([sys.executable, "-c", code, url], check=True)  # claims, then is gone
+    assert store.due_deliveries(T0 + timedelta(minutes=1)) == []  # leased by the dead one
+    assert store.release_dead_claims(T0) == 1
+    assert [a.alert_id for _, a in store.due_deliveries(T0)] == ["a001"]
+    # our own live claims are left alone
+    store.claim_due(T0)
+    assert store.release_dead_claims(T0) == 0
+    assert store.due_deliveries(T0) == []

@@ -55,6 +55,9 @@ class Runtime:
             dry_run=dry_run,
             subscribers=self.store.subscribers,  # chats that /subscribe'd get alerts too
         )
+        if not dry_run:
+            # deliveries a crashed process on this host had in hand are due again right away
+            self.store.release_dead_claims()
         self.dispatcher = Dispatcher(self.store, build_channels(config, store=self.store))
 
     async def poll_all(

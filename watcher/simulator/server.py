@@ -323,7 +323,8 @@ async def start_simulator(
     what ``watcher demo`` needs; tests leave it None and call ``step()``.
     """
     simulator = Simulator(scenario, seed=seed, page_size=page_size)
-    runner = web.AppRunner(simulator.app, access_log=None)
+    # a short shutdown: a fault that delays an answer must not hold up closing the simulator
+    runner = web.AppRunner(simulator.app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bound_host, bound_port = runner.addresses[0][:2]

@@ -10,6 +10,7 @@ transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,7 @@ class PollWrite:
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
 
 
+CLAIM_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # host:pid, so a crash can be told
 CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)
 
 
@@ -349,7 +351,7 @@ class Store:
         retried then: at-least-once.
         """
         now = as_utc(now)
-        token = uuid.uuid4().hex
+        token = f"{CLAIM_OWNER}:{uuid.uuid4().hex}"
         d = DeliveryRow.__table__.c
         with self.session() as s, s.begin():
             q = (
@@ -379,6 +381,26 @@ class Store:
                 .order_by(DeliveryRow.id)
             ).all()
             return [(row, alert_from_row(a)) for row, a in rows]
+
+    def release_dead_claims(self, now: datetime | None = None) -> int:
+        """Hand back claims of dispatchers on this host whose process is gone (a crash, a
+        SIGKILL): their deliveries are due now, not when the lease runs out."""
+        host = socket.gethostname()
+        d = DeliveryRow.__table__.c
+        with self.session() as s:
+            tokens = {
+                row[0]
+                for row in s.connection().execute(
+                    select(d.claim)
+                    .where(d.status == "pending")
+                    .where(d.claim.like(f"{host}:%"))
+                    .distinct()
+                )
+            }
+        dead = [t for t in tokens if not _pid_alive(t.split(":")[1])]
+        for token in dead:
+            self.release_claim(token, now or utcnow())
+        return len(dead)
 
     def release_claim(self, token: str, now: datetime) -> None:
         """Hand back claimed deliveries that were not sent, failed or held: due now."""
@@ -687,6 +709,16 @@ class Store:
             if channel is not None:
                 q = q.where(Mute.channel == channel)
             return {(m.channel, m.chat_id): m.until for m in s.exec(q).scalars()}
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True  # another user's process, or a token we cannot read: leave it be
+    return True
 
 
 def _require_existing(url: str) -> None:
