@@ -10,12 +10,13 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from watcher.simulator import DEMO_EXPECTED_ALERTS, start_simulator
 from watcher.simulator import demo as S
-from watcher.simulator import start_simulator
 
 from .support import WATCHER, WebhookReceiver, run_watcher
 
@@ -118,6 +119,188 @@ def test_check_reports_every_error_with_file_line_and_column(tmp_path):
     # everything else on stderr is the summary line
     others = [ln for ln in r.stderr.splitlines() if ln and not ISSUE.match(ln)]
     assert len(others) == 1 and f"{len(issues)} errors" in others[0]
+
+
+# A valid config; each case below edits it to make exactly one mistake. "@@" marks the
+# character the error must point at (removed before the file is written).
+ONE_ERROR_BASE = """\
+providers:
+  socialfetch:
+    api_key: sfk
+  keyapi:
+    api_key: kk
+channels:
+  deals:
+    type: console
+  hook:
+    type: webhook
+    url: http://127.0.0.1:9/hook
+watches:
+  - id: shop
+    type: store
+    url: https://www.tiktok.com/shop/store/x/1
+    every: 15m
+rules:
+  - id: drop
+    when: price_drop
+    notify: [deals]
+"""
+UNSET_VAR = "WATCHER_TEST_UNSET_KEYAPI_KEY"
+TOP_WATCH = '  - id: beauty\n    type: top_products\n    category_id: "601450"\n    every: 6h\n'
+
+
+def edit(*pairs: str) -> str:
+    """ONE_ERROR_BASE with each (old, new) pair replaced; every ``old`` occurs exactly once."""
+    text = ONE_ERROR_BASE
+    for old, new in zip(pairs[::2], pairs[1::2], strict=True):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def _regex_error(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    raise AssertionError(f"{pattern!r} compiles")
+
+
+ONE_ERROR_CASES = [
+    pytest.param(
+        edit("    every: 15m\n", "    every: 15m\n    @@max_page: 5\n"),
+        ["unknown key 'max_page' in watch 'shop'", "did you mean 'max_pages'?"],
+        id="unknown-key",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", "    every: 15m\n    region: @@us\n"),
+        ["'region' in watch 'shop'", "got 'us'", "did you mean 'US'?"],
+        id="bad-region",
+    ),
+    pytest.param(
+        edit("    notify: [deals]\n", '    notify: [deals]\n    match:\n      title: @@"(oops"\n'),
+        ["'title' in 'match' of rule 'drop'", _regex_error("(oops")],
+        id="bad-regex",
+    ),
+    pytest.param(
+        edit(
+            "rules:\n",
+            "  - id: @@shop\n    type: store\n    url: https://www.tiktok.com/shop/store/y/2\n"
+            "    every: 1h\nrules:\n",
+        ),
+        ["duplicate watch id 'shop' (first at line 13)"],
+        id="duplicate-watch-id",
+    ),
+    pytest.param(
+        edit("  - id: drop\n", "  - id: @@shop\n"),
+        ["rule id 'shop' is also the id of the watch at line 13"],
+        id="rule-id-is-a-watch-id",
+    ),
+    pytest.param(
+        edit("    notify: [deals]\n", "    notify: [@@deal]\n"),
+        ["rule 'drop' names unknown channel 'deal'", "did you mean 'deals'?"],
+        id="rule-names-a-missing-channel",
+    ),
+    pytest.param(
+        edit(
+            "rules:\n",
+            TOP_WATCH + "rules:\n",
+            "    notify: [deals]\n",
+            "    notify: [deals]\n    watches: [shop, @@beauty]\n",
+        ),
+        [
+            "rule 'drop' (price_drop) names watch 'beauty' of type top_products",
+            "price_drop applies only to watches of type store, showcase, search",
+        ],
+        id="price-drop-on-top-products",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", "    every: @@1.5h\n"),
+        ["'every' in watch 'shop': expected a duration", "got '1.5h'"],
+        id="bad-duration",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", '    every: 15m\n    @@cron: "0 * * * *"\n'),
+        ["watch 'shop' sets both 'every' and 'cron'; keep exactly one"],
+        id="every-and-cron",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", '    cron: @@"61 * * * *"\n'),
+        ["'cron' in watch 'shop'", "got '61 * * * *'", "higher than the maximum value (59)"],
+        id="bad-cron",
+    ),
+    pytest.param(
+        edit(
+            "    url: http://127.0.0.1:9/hook\n",
+            '    url: http://127.0.0.1:9/hook\n    quiet_hours: @@"25:00-07:00"\n',
+        ),
+        ["'quiet_hours' in channel 'hook'", 'expected a time range "HH:MM-HH:MM"'],
+        id="bad-quiet-hours",
+    ),
+    pytest.param(
+        edit(
+            "    url: http://127.0.0.1:9/hook\n",
+            "    url: http://127.0.0.1:9/hook\n    timezone: @@Europe/Berln\n",
+        ),
+        ["'timezone' in channel 'hook'", "did you mean 'Europe/Berlin'?"],
+        id="bad-timezone",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", "    every: 15m\n    max_pages: @@many\n"),
+        ["'max_pages' in watch 'shop': expected a whole number >= 1, got 'many'"],
+        id="wrong-type",
+    ),
+    pytest.param(
+        edit("    api_key: kk\n", "    api_key: @@${" + UNSET_VAR + "}\n"),
+        [f"environment variable '{UNSET_VAR}' is not set ('api_key' in provider 'keyapi')"],
+        id="missing-env-var",
+    ),
+    pytest.param(
+        edit(
+            "    url: https://www.tiktok.com/shop/store/x/1\n",
+            "    url: https://www.tiktok.com/shop/store/x/1 shop@@: x\n",
+        ),
+        ["invalid YAML: mapping values are not allowed here"],
+        id="yaml-syntax",
+    ),
+    pytest.param(
+        edit("    every: 15m\n", "    every: 15m\n    @@every: 1h\n"),
+        ["duplicate key 'every' (first at line 16)"],
+        id="duplicate-yaml-key",
+    ),
+]
+
+
+def test_the_one_error_base_config_is_valid(tmp_path):
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(ONE_ERROR_BASE)
+    r = watcher("check", "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"ok: {cfg}: 1 watches, 1 rules, 2 channels"), r.stdout
+
+
+@pytest.mark.parametrize(("marked", "fragments"), ONE_ERROR_CASES)
+def test_check_reports_each_kind_of_error_at_its_position(tmp_path, marked, fragments):
+    at = marked.index("@@")
+    line = marked.count("\n", 0, at) + 1
+    column = at - (marked.rfind("\n", 0, at) + 1) + 1
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(marked.replace("@@", ""))
+    env = clean_env()
+    env.pop(UNSET_VAR, None)
+
+    r = watcher("check", "-c", str(cfg), env=env)
+
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert_no_traceback(r)
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[-1] == "1 error in config; nothing was run", r.stderr
+    assert len(lines) == 2, r.stderr  # exactly the one mistake, then the summary
+    prefix = f"{cfg}:{line}:{column}: "
+    assert lines[0].startswith(prefix), f"expected {prefix!r}:\n{r.stderr}"
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in:\n{lines[0]}"
 
 
 @pytest.mark.parametrize("command", ["once", "run"])
@@ -255,10 +438,40 @@ async def test_alerts_list_their_delivery_state(world):
 # ---------------------------------------------------------------- demo
 
 
-async def test_demo_prints_alerts_and_stops_after_its_cycles(tmp_path):
+ALERT_HEAD = re.compile(r"^\[(?P<kind>\w+)\] (?P<rule>\S+) · (?P<watch>\S+)$")
+PDP_ID = re.compile(r"https://www\.tiktok\.com/shop/pdp/(?:\S+/)?(?P<id>\d+)$")
+
+
+def console_alerts(stdout: str) -> list[tuple[str, str, str | None]]:
+    """(rule, watch, product id from the link or None) of each alert the console printed."""
+    out: list[tuple[str, str, str | None]] = []
+    for ln in stdout.splitlines():
+        if m := ALERT_HEAD.match(ln):
+            out.append((m["rule"], m["watch"], None))
+        elif out and ln.startswith("  ") and (link := PDP_ID.search(ln.strip())):
+            rule, watch, _ = out[-1]
+            out[-1] = (rule, watch, link["id"])
+    return out
+
+
+async def test_demo_prints_exactly_the_documented_alerts_and_stops_after_its_cycles():
     env = clean_env()
     env.pop("WATCHER_SIM_URL", None)
-    r = await run_watcher("demo", "--cycles", "3", "--interval", "1", env=env, timeout=60)
+    r = await run_watcher("demo", "--cycles", "9", "--interval", "1", env=env, timeout=60)
     assert r.code == 0, r.stderr
-    assert "[price_drop]" in r.stdout
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.stdout.rstrip().splitlines()[-1] == "--- demo finished after 9 poll cycles"
+
+    printed = console_alerts(r.stdout)
+    assert len(DEMO_EXPECTED_ALERTS) == 29
+    assert len(printed) == len(DEMO_EXPECTED_ALERTS), r.stdout
+    assert Counter(rule for rule, _, _ in printed) == Counter(e.rule for e in DEMO_EXPECTED_ALERTS)
+    assert Counter((rule, watch) for rule, watch, _ in printed) == Counter(
+        (e.rule, e.watch) for e in DEMO_EXPECTED_ALERTS
+    )
+    # each alert names its product by its link (KeyAPI's top-products rows have no link):
+    # with the counts above this makes the printed alerts exactly the documented ones
+    assert all(pid for _, watch, pid in printed if watch != "beauty-top"), r.stdout
+    expected = Counter((e.rule, e.watch, e.product_id) for e in DEMO_EXPECTED_ALERTS)
+    linked = Counter(a for a in printed if a[2] is not None)
+    assert linked <= expected, linked - expected

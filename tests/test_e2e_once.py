@@ -217,23 +217,47 @@ async def test_webhook_down_for_a_whole_run_delivers_on_the_next(env):
     assert len({a["alert_id"] for a in hook.alerts()}) == len(hook.alerts())
 
 
+def table_rows(db: Path) -> dict[str, list[tuple]]:
+    """Every row of every table, sorted, by table name."""
+    with sqlite3.connect(db) as con:
+        names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr) for n in names}
+
+
 async def test_dry_run_prints_and_stores_nothing_but_credits(env):
     sim, hook, once, db = env
     assert (await once()).code == 0
+    before = table_rows(db)
+    # the baseline stored what the dry run must leave alone
+    assert before["snapshot"] and before["history"]
+    assert (before["alert"], before["delivery"]) == ([], [])
     sim.step()
     r = await once("--dry-run")
     assert r.code == 0, r.stderr
     assert "would fire [price_drop] price-drop-10" in r.stdout
+    assert "would fire [lowest_price] all-time-low" in r.stdout
+    assert "dry run: 3 alerts would fire; nothing stored" in r.stderr
     assert hook.requests == []
+    after = table_rows(db)
+    for table in ("snapshot", "history", "alert", "delivery"):
+        assert len(after[table]) == len(before[table]), table
+        assert after[table] == before[table], f"the dry run changed table {table}"
+    assert {t: rows for t, rows in after.items() if t != "credit"} == {
+        t: rows for t, rows in before.items() if t != "credit"
+    }
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT count(*) FROM alert").fetchone() == (0,)
         credits = con.execute("SELECT sum(credits) FROM credit").fetchone()[0]
     # baseline: 4+2+3 Social Fetch pages (1 credit each) and 2 KeyAPI pages (2 each) = 13;
     # the dry run spent as much again
     assert credits == 26
     # the dry run stored nothing, so the real poll fires the same alerts
     r = await once()
+    assert r.code == 0, r.stderr
     assert pairs(hook.alerts()) == Counter(TIMELINE[1])
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM alert").fetchone() == (3,)
+        sent = con.execute("SELECT status, count(*) FROM delivery GROUP BY status").fetchall()
+    assert sent == [("sent", 3)]
 
 
 async def test_upstream_garbage_never_crashes_and_never_removes(env):

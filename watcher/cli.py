@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -188,28 +189,43 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
         "change and alerts appear below (Ctrl-C stops)\n",
         flush=True,
     )
+    loop = asyncio.get_running_loop()
     seen: set[str] = set()
     cycle_done = asyncio.Event()
+    stepped_at = float("-inf")
 
-    def on_cycle(outcome: PollOutcome) -> None:
-        seen.add(outcome.watch_id)
-        if seen >= set(cfg.watches):
-            seen.clear()
-            cycle_done.set()
+    def on_cycle(outcome: PollOutcome, started_at: float) -> None:
+        # only a poll that started after the last step has seen that step
+        if started_at >= stepped_at:
+            seen.add(outcome.watch_id)
+            if seen >= set(cfg.watches):
+                cycle_done.set()
 
     daemon = Daemon(cfg, db, on_cycle=on_cycle)
 
+    async def outbox_idle(budget: float = 10.0) -> None:
+        """Wait until this cycle's alerts are printed, so each burst sits under its step."""
+        deadline = loop.time() + budget
+        while daemon.rt is not None and loop.time() < deadline:
+            due = await asyncio.to_thread(daemon.rt.store.next_due)
+            if due is None or due > datetime.now(UTC):
+                return
+            await asyncio.sleep(0.05)
+
     async def stepper() -> None:
+        nonlocal stepped_at
         n = 0
         while True:
             await cycle_done.wait()
             cycle_done.clear()
+            await outbox_idle()
             n += 1
-            await asyncio.sleep(0.5)  # let the console print this cycle's alerts first
             if cycles and n >= cycles:
                 print(f"--- demo finished after {n} poll cycles", flush=True)
                 daemon.request_stop()
                 return
+            seen.clear()
+            stepped_at = loop.time()
             step = sim.step()
             if n == 1:
                 print("--- baseline stored; the simulated shops start to change", flush=True)

@@ -75,7 +75,7 @@ class Daemon:
         db: str | None,
         *,
         http: str | None = None,
-        on_cycle: Callable[[PollOutcome], None] | None = None,
+        on_cycle: Callable[[PollOutcome, float], None] | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -223,6 +223,7 @@ class Daemon:
         assert task is not None
         self._polls.add(task)
         started = time.perf_counter()
+        started_at = asyncio.get_running_loop().time()
         try:
             outcome = await self.rt.pipeline.poll(self.config.watches[watch_id])
         finally:
@@ -245,7 +246,7 @@ class Daemon:
         if outcome.alerts:
             self._wake.set()
         if self.on_cycle is not None:
-            self.on_cycle(outcome)
+            self.on_cycle(outcome, started_at)
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         """APScheduler swallows job exceptions: record them on the watch instead."""
