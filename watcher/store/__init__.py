@@ -10,12 +10,10 @@ transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine, delete
 
 from ..models import Alert, PricePoint, Tracked
+from .chats import ChatStore
+from .outbox import CLAIM_LEASE, CLAIM_OWNER, OutboxStore
 from .tables import (
     _SNAPSHOT_UPDATE,
     SCHEMA_VERSION,
@@ -41,7 +41,6 @@ from .tables import (
     WatchState,
     _str,
     _update_params,
-    alert_from_row,
     alert_to_payload,
     as_utc,
     product_from_json,
@@ -73,10 +72,6 @@ class PollWrite:
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
 
 
-CLAIM_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # host:pid, so a crash can be told
-CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)
-
-
 def default_db_url() -> str:
     """Spec section 8: $STATE_DIRECTORY under systemd, else ./watcher.db."""
     state_dir = os.environ.get("STATE_DIRECTORY")
@@ -84,7 +79,7 @@ def default_db_url() -> str:
     return f"sqlite:///{base / 'watcher.db'}"
 
 
-class Store:
+class Store(OutboxStore, ChatStore):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 
     def __init__(
@@ -317,190 +312,6 @@ class Store:
             added += 1
         return added
 
-    # ------------------------------------------------------------ outbox
-
-    def due_deliveries(
-        self, now: datetime, channels: Iterable[str] | None = None
-    ) -> list[tuple[DeliveryRow, Alert]]:
-        """What is due now (read only; ``claim_due`` is what a dispatcher uses)."""
-        with self.session() as s:
-            q = (
-                select(DeliveryRow, AlertRow)
-                .join(AlertRow, AlertRow.alert_id == DeliveryRow.alert_id)
-                .where(DeliveryRow.status == "pending")
-                .where(DeliveryRow.next_attempt_at <= as_utc(now))
-                .order_by(DeliveryRow.id)
-            )
-            if channels is not None:
-                q = q.where(DeliveryRow.channel.in_(list(channels)))  # type: ignore[attr-defined]
-            return [(d, alert_from_row(a)) for d, a in s.exec(q).all()]
-
-    def claim_due(
-        self,
-        now: datetime,
-        channels: Iterable[str] | None = None,
-        *,
-        lease: timedelta = CLAIM_LEASE,
-        limit: int = 200,
-    ) -> list[tuple[DeliveryRow, Alert]]:
-        """Take what is due for this process only: two dispatchers (a daemon and a manual
-        ``watcher once``) never send the same delivery at once.
-
-        The claim pushes ``next_attempt_at`` a lease ahead; sending ends it (sent, failed,
-        held). A process that dies mid-send leaves the lease to expire, and the delivery is
-        retried then: at-least-once.
-        """
-        now = as_utc(now)
-        token = f"{CLAIM_OWNER}:{uuid.uuid4().hex}"
-        d = DeliveryRow.__table__.c
-        with self.session() as s, s.begin():
-            q = (
-                select(d.id)
-                .where(d.status == "pending")
-                .where(d.next_attempt_at <= now)
-                .order_by(d.id)
-                .limit(limit)
-            )
-            if channels is not None:
-                q = q.where(d.channel.in_(list(channels)))
-            ids = [row[0] for row in s.connection().execute(q)]
-            if not ids:
-                return []
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(d.id.in_(ids))
-                .where(d.status == "pending")
-                .where(d.next_attempt_at <= now)
-                .values(claim=token, next_attempt_at=now + lease)
-            )
-        with self.session() as s:
-            rows = s.exec(
-                select(DeliveryRow, AlertRow)
-                .join(AlertRow, AlertRow.alert_id == DeliveryRow.alert_id)
-                .where(DeliveryRow.claim == token)
-                .order_by(DeliveryRow.id)
-            ).all()
-            return [(row, alert_from_row(a)) for row, a in rows]
-
-    def release_dead_claims(self, now: datetime | None = None) -> int:
-        """Hand back claims of dispatchers on this host whose process is gone (a crash, a
-        SIGKILL): their deliveries are due now, not when the lease runs out."""
-        host = socket.gethostname()
-        d = DeliveryRow.__table__.c
-        with self.session() as s:
-            tokens = {
-                row[0]
-                for row in s.connection().execute(
-                    select(d.claim)
-                    .where(d.status == "pending")
-                    .where(d.claim.like(f"{host}:%"))
-                    .distinct()
-                )
-            }
-        dead = [t for t in tokens if not _pid_alive(t.split(":")[1])]
-        for token in dead:
-            self.release_claim(token, now or utcnow())
-        return len(dead)
-
-    def release_claim(self, token: str, now: datetime) -> None:
-        """Hand back claimed deliveries that were not sent, failed or held: due now."""
-        d = DeliveryRow.__table__.c
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(d.claim == token)
-                .where(d.status == "pending")
-                .values(claim=None, next_attempt_at=as_utc(now))
-            )
-
-    def next_due(self, channels: Iterable[str] | None = None) -> datetime | None:
-        with self.session() as s:
-            q = select(func.min(DeliveryRow.next_attempt_at)).where(
-                DeliveryRow.status == "pending"
-            )
-            if channels is not None:
-                q = q.where(DeliveryRow.channel.in_(list(channels)))  # type: ignore[attr-defined]
-            at = s.exec(q).scalar()
-        return at if at else None
-
-    def mark_sent(self, delivery_ids: Iterable[int], now: datetime) -> None:
-        ids = list(delivery_ids)
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(
-                    status="sent",
-                    sent_at=as_utc(now),
-                    attempts=DeliveryRow.attempts + 1,
-                    claim=None,
-                )
-            )
-
-    def hold(self, delivery_ids: Iterable[int], until: datetime) -> None:
-        """Quiet hours or a mute: keep these pending, untried, until the window ends."""
-        ids = list(delivery_ids)
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(held=True, next_attempt_at=as_utc(until), claim=None)
-            )
-
-    def mark_failed(
-        self,
-        delivery_ids: Iterable[int],
-        *,
-        error: str,
-        dead: bool,
-        next_attempt_at: datetime | None,
-    ) -> None:
-        ids = list(delivery_ids)
-        values: dict[str, Any] = {
-            "attempts": DeliveryRow.attempts + 1,
-            "last_error": error[:1000],
-            "status": "dead" if dead else "pending",
-            "claim": None,
-        }
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = as_utc(next_attempt_at)
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(DeliveryRow.__table__.c.id.in_(ids))
-                .values(values)
-            )
-
-    def recent_alerts(
-        self, *, limit: int = 50, failed: bool = False
-    ) -> list[tuple[Alert, list[DeliveryRow]]]:
-        with self.session() as s:
-            q = select(AlertRow).order_by(AlertRow.detected_at.desc()).limit(limit)  # type: ignore[attr-defined]
-            if failed:
-                q = (
-                    select(AlertRow)
-                    .join(DeliveryRow, DeliveryRow.alert_id == AlertRow.alert_id)
-                    .where(DeliveryRow.status == "dead")
-                    .distinct()
-                    .order_by(AlertRow.detected_at.desc())  # type: ignore[attr-defined]
-                    .limit(limit)
-                )
-            alerts = list(s.exec(q).scalars())
-            out = []
-            for a in alerts:
-                ds = list(
-                    s.exec(select(DeliveryRow).where(DeliveryRow.alert_id == a.alert_id)).scalars()
-                )
-                out.append((alert_from_row(a), ds))
-        return out
-
-    def delivery_counts(self) -> dict[str, int]:
-        with self.session() as s:
-            rows = s.exec(
-                select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
-            ).all()
-        return dict(rows)
-
     # ------------------------------------------------------------ credits and providers
 
     def add_credits(self, provider: str, day: date, credits: int, requests: int) -> None:
@@ -584,142 +395,6 @@ class Store:
                 setattr(row, k, v)
             s.add(row)
 
-    # ------------------------------------------------------------ chats (Telegram)
-
-    def subscribe(self, channel: str, chat_id: int, scope: str, name: str = "") -> bool:
-        """Returns False when the chat already had that subscription."""
-        with self.session() as s, s.begin():
-            if s.get(Subscription, (channel, chat_id, scope, name)) is not None:
-                return False
-            s.add(
-                Subscription(
-                    channel=channel, chat_id=chat_id, scope=scope, name=name, created_at=utcnow()
-                )
-            )
-            return True
-
-    def unsubscribe(
-        self, channel: str, chat_id: int, scope: str | None = None, name: str = ""
-    ) -> int:
-        """Remove one subscription, or every one of the chat when ``scope`` is None."""
-        with self.session() as s, s.begin():
-            q = delete(Subscription).where(Subscription.channel == channel)
-            q = q.where(Subscription.chat_id == chat_id)
-            if scope is not None:
-                q = q.where(Subscription.scope == scope).where(Subscription.name == name)
-            return s.connection().execute(q).rowcount
-
-    def subscriptions(self, channel: str, chat_id: int) -> list[Subscription]:
-        with self.session() as s:
-            return list(
-                s.exec(
-                    select(Subscription)
-                    .where(Subscription.channel == channel)
-                    .where(Subscription.chat_id == chat_id)
-                    .order_by(Subscription.scope, Subscription.name)
-                ).scalars()
-            )
-
-    def subscribers(self, channel: str, rule_id: str | None, watch_id: str | None) -> list[int]:
-        """Chats subscribed to this rule, this watch, or all."""
-        with self.session() as s:
-            rows = s.exec(
-                select(Subscription.chat_id, Subscription.scope, Subscription.name).where(
-                    Subscription.channel == channel
-                )
-            ).all()
-        wanted = {("all", ""), ("rule", rule_id or ""), ("watch", watch_id or "")}
-        return sorted({chat for chat, scope, name in rows if (scope, name) in wanted})
-
-    def forget_chat(self, channel: str, chat_id: int) -> None:
-        """The bot was blocked or removed: drop the chat's subscriptions, mute and deliveries."""
-        with self.session() as s, s.begin():
-            conn = s.connection()
-            conn.execute(
-                delete(Subscription)
-                .where(Subscription.channel == channel)
-                .where(Subscription.chat_id == chat_id)
-            )
-            conn.execute(
-                delete(Mute).where(Mute.channel == channel).where(Mute.chat_id == chat_id)
-            )
-
-    def migrate_chat(self, channel: str, old: int, new: int) -> None:
-        """A group became a supergroup: its subscriptions and pending deliveries follow."""
-        with self.session() as s, s.begin():
-            for sub in list(
-                s.exec(
-                    select(Subscription)
-                    .where(Subscription.channel == channel)
-                    .where(Subscription.chat_id == old)
-                ).scalars()
-            ):
-                if s.get(Subscription, (channel, new, sub.scope, sub.name)) is None:
-                    s.add(
-                        Subscription(
-                            channel=channel,
-                            chat_id=new,
-                            scope=sub.scope,
-                            name=sub.name,
-                            created_at=sub.created_at,
-                        )
-                    )
-                s.delete(sub)
-            d = DeliveryRow.__table__
-            s.connection().execute(
-                update(d)
-                .where(d.c.channel == channel)
-                .where(d.c.target == str(old))
-                .where(d.c.status == "pending")
-                .values(target=str(new))
-            )
-
-    def set_mute(
-        self, channel: str, chat_id: int, until: datetime | None, now: datetime | None = None
-    ) -> None:
-        """Mute a chat until ``until``, or end its mute (None).
-
-        Alerts already held for the chat come due when the new mute ends (or now): a
-        shortened or ended mute never leaves them waiting for the old end.
-        """
-        release = as_utc(until) if until is not None else as_utc(now or utcnow())
-        with self.session() as s, s.begin():
-            row = s.get(Mute, (channel, chat_id))
-            if until is None:
-                if row is not None:
-                    s.delete(row)
-            else:
-                row = row or Mute(channel=channel, chat_id=chat_id, until=release)
-                row.until = release
-                s.add(row)
-            d = DeliveryRow.__table__.c
-            s.connection().execute(
-                update(DeliveryRow.__table__)
-                .where(d.channel == channel)
-                .where(d.target == str(chat_id))
-                .where(d.status == "pending")
-                .where(d.held.is_(True))
-                .where(d.next_attempt_at > release)
-                .values(next_attempt_at=release)
-            )
-
-    def mutes(self, channel: str | None = None) -> dict[tuple[str, int], datetime]:
-        with self.session() as s:
-            q = select(Mute)
-            if channel is not None:
-                q = q.where(Mute.channel == channel)
-            return {(m.channel, m.chat_id): m.until for m in s.exec(q).scalars()}
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True  # another user's process, or a token we cannot read: leave it be
-    return True
-
 
 def _require_existing(url: str) -> None:
     """Read-only commands must not create an empty database where the user mistyped a path."""
@@ -758,6 +433,8 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
 
 
 __all__ = [
+    "CLAIM_LEASE",
+    "CLAIM_OWNER",
     "AlertRow",
     "CreditRow",
     "DeliveryRow",
