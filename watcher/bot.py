@@ -389,9 +389,8 @@ class BotService:
             await self._reply(update, "Sorry, /status is for this bot's admins.")
             return
         today = self.clock().astimezone(UTC).date()
-        watches = (  # the scheduler's view is read in the loop; the Store's in a thread
-            list(self.status()) if self.status else await asyncio.to_thread(self._stored_status)
-        )
+        # both read the database: off the event loop
+        watches = list(await asyncio.to_thread(self.status or self._stored_status))
         credits = {
             name: await asyncio.to_thread(self.store.credits_on, name, today)
             for name in self.config.providers
