@@ -885,6 +885,33 @@ async def test_concurrency_limit(make: Any, mock: Any) -> None:
     assert state["peak"] == 2
 
 
+async def test_rate_limit_spaces_requests(make: Any, mock: Any) -> None:
+    """requests_per_second: after the first second's burst, requests wait their turn.
+
+    A lower bound only (a loaded machine can make it slower, never faster).
+    """
+    limited = ProviderConfig(
+        name="socialfetch", api_key="k", base_url="https://sf.test", max_concurrency=8,
+        requests_per_second=4,
+    )  # fmt: skip
+    h = make(limited)
+    stamps: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def stamp(url: URL, **kwargs: Any) -> CallbackResult:
+        stamps.append(loop.time())
+        return CallbackResult(payload=store_page(["a"], has_more=False))
+
+    mock.get(STORE_RE, callback=stamp, repeat=True)
+    results = await asyncio.gather(*(h.client.poll(STORE) for _ in range(12)))
+    assert all(r.complete for r in results)
+    # a leaky bucket of 4/s: a burst of 4, then one every 0.25 s, so 12 take at least 2 s
+    # and the first second holds at most the burst plus what leaked meanwhile (8)
+    assert stamps[-1] - stamps[0] >= 1.9
+    first_second = [t for t in stamps if t - stamps[0] < 0.99]
+    assert len(first_second) <= 8
+
+
 # --------------------------------------------------------------------------- real sockets
 
 
