@@ -141,7 +141,7 @@ def route(
 @dataclass
 class PollOutcome:
     watch_id: str
-    status: str  # baseline | ok | partial | failed | skipped | not_found | empty | conflict
+    status: str  # baseline|ok|partial|incomplete|failed|skipped|not_found|empty|conflict
     products: int = 0
     pages: int = 0
     alerts: list[Alert] = field(default_factory=list)
@@ -275,7 +275,8 @@ class Pipeline:
         if failed and not result.products:
             return await asyncio.to_thread(self._failed, watch, state, result, now)
 
-        outcome_status = "partial" if failed else "ok"
+        # partial: a page failed; incomplete: stopped early (budget) without an error
+        outcome_status = "partial" if failed else "ok" if result.complete else "incomplete"
         if baseline:
             d = diff(None, result, missing_after=watch.missing_after)
             outcome_status = "baseline"
