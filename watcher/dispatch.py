@@ -11,7 +11,6 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -62,13 +61,6 @@ def quiet_until(now: datetime, window: tuple[str, str] | None, tz: str) -> datet
     return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
 
 
-@dataclass
-class DispatchStats:
-    sent: int = 0
-    failed: int = 0
-    dead: int = 0
-
-
 class Dispatcher:
     """Sends due deliveries through their channels; one instance per process."""
 
@@ -88,7 +80,6 @@ class Dispatcher:
         self.clock = clock
         self.sleep = sleep
         self.rand = rand
-        self.stats = DispatchStats()
         self._lock = asyncio.Lock()
 
     async def deliver_due(self) -> int:
@@ -183,7 +174,6 @@ class Dispatcher:
             )
             self._count(channel.id, "dead" if dead else "retry", len(ids))
             if dead:
-                self.stats.dead += len(ids)
                 log.error(
                     "channel=%s target=%s alerts=%s dead after %d attempts: %s",
                     channel.id,
@@ -193,7 +183,6 @@ class Dispatcher:
                     exc,
                 )
             else:
-                self.stats.failed += len(ids)
                 log.warning(
                     "channel=%s target=%s alerts=%s attempt %d failed, retry in %.1fs: %s",
                     channel.id,
@@ -205,7 +194,6 @@ class Dispatcher:
                 )
             return
         await asyncio.to_thread(self.store.mark_sent, ids, self.clock())
-        self.stats.sent += len(ids)
         self._count(channel.id, "sent", len(ids))
         log.info(
             "channel=%s target=%s sent alerts=%s",

@@ -175,42 +175,21 @@ def _str(value: Decimal | None) -> str | None:
 
 
 def product_from_row(row: Any) -> Product:
-    return Product(
-        id=row.product_id,
-        title=row.title,
-        url=row.url,
-        image_url=row.image_url,
-        currency=row.currency,
-        price=_dec(row.price),
-        original_price=_dec(row.original_price),
-        discount_percent=row.discount_percent,
-        sold=row.sold,
-        rating=_dec(row.rating),
-        reviews=row.reviews,
-        rank=row.rank,
-        shop_id=row.shop_id,
-        shop_name=row.shop_name,
-    )
+    """A snapshot row back to a ``Product`` (the same columns as the JSON form, but the id)."""
+    values = {f: getattr(row, f) for f in Product.__dataclass_fields__ if f != "id"}
+    product = product_from_json({**values, "id": row.product_id})
+    assert product is not None
+    return product
 
 
 def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
-    p = t.product
+    product = product_to_json(t.product)
+    assert product is not None
+    product_id = product.pop("id")
     return {
         "watch_id": watch_id,
-        "product_id": p.id,
-        "title": p.title,
-        "url": p.url,
-        "image_url": p.image_url,
-        "currency": p.currency,
-        "price": _str(p.price),
-        "original_price": _str(p.original_price),
-        "discount_percent": p.discount_percent,
-        "sold": p.sold,
-        "rating": _str(p.rating),
-        "reviews": p.reviews,
-        "rank": p.rank,
-        "shop_id": p.shop_id,
-        "shop_name": p.shop_name,
+        "product_id": product_id,
+        **product,
         "present": t.present,
         "missed": t.missed,
         "updated_at": now,
