@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import aioresponses.core
+import pytest
+from sqlalchemy import make_url
 
 
 def _needs_stream_writer() -> bool:
@@ -29,3 +35,39 @@ if _needs_stream_writer():
 
     # aioresponses falls back to its module-level ClientResponse when a mock names no class.
     aioresponses.core.ClientResponse = _CompatResponse  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- the database under test
+#
+# Every test that touches a database takes ``db_url``. By default that is a fresh SQLite file;
+# with WATCHER_TEST_DB=postgresql+psycopg://user@127.0.0.1:port/postgres it is a fresh database
+# created on that server for the one test and dropped after it (.ci/run runs the suite both ways).
+
+TEST_DB = os.environ.get("WATCHER_TEST_DB", "")
+
+
+def _admin_conn():
+    import psycopg
+
+    url = make_url(TEST_DB).set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    if not TEST_DB.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'watcher.db'}"
+        return
+    name = f"wt_{uuid.uuid4().hex[:16]}"
+    with _admin_conn() as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(TEST_DB).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with _admin_conn() as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_backend() -> str:
+    return "postgresql" if TEST_DB.startswith("postgresql") else "sqlite"

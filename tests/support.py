@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
+from sqlalchemy.sql import Executable
 
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 
@@ -198,3 +200,34 @@ async def wait_until(predicate, *, timeout: float = 20, what: str = "condition")
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def sql(url: str, statement: str | Executable, **params: Any) -> list[tuple]:
+    """Run one statement against the test database (SQLite or PostgreSQL) and return its rows.
+
+    Tests look at the stored state through this rather than a backend's own client, so the
+    same assertion holds on both.
+    """
+    engine = create_engine(url)
+    try:
+        with engine.begin() as con:
+            stmt = text(statement) if isinstance(statement, str) else statement
+            result = con.execute(stmt, params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def table_rows(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, sorted, by table name."""
+    engine = create_engine(url)
+    try:
+        names = inspect(engine).get_table_names()
+        with engine.connect() as con:
+            out = {}
+            for name in names:
+                table = Table(name, MetaData(), autoload_with=con)
+                out[name] = sorted(map(tuple, con.execute(select(table))), key=repr)
+            return out
+    finally:
+        engine.dispose()

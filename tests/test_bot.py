@@ -114,11 +114,11 @@ async def fake():
 
 
 @pytest.fixture
-async def make_env(fake, tmp_path):
+async def make_env(fake, tmp_path, db_url):
     envs: list[Env] = []
 
     async def make(**telegram: object) -> Env:
-        env = Env(fake, f"sqlite:///{tmp_path / 'w.db'}", make_config(fake.base_url, **telegram))
+        env = Env(fake, db_url, make_config(fake.base_url, **telegram))
         envs.append(env)
         await env.start()
         return env
@@ -308,8 +308,8 @@ async def test_status_for_admin_only(env):
     assert "0 pending, 0 dead" in reply.text
 
 
-async def test_status_uses_the_scheduler_view(fake, tmp_path):
-    env = Env(fake, f"sqlite:///{tmp_path / 's.db'}", make_config(fake.base_url))
+async def test_status_uses_the_scheduler_view(fake, tmp_path, db_url):
+    env = Env(fake, db_url, make_config(fake.base_url))
     env.statuses = [WatchStatus("goli-store", NOW, NOW + timedelta(minutes=15), None, 12)]
     await env.start()
     try:
@@ -344,11 +344,11 @@ async def test_subscriptions_survive_a_restart(make_env):
     assert again.store.subscribers("deals", "price-drop-10", "goli-store") == [USER]
 
 
-async def test_stop_is_safe_after_failed_start(fake, tmp_path):
+async def test_stop_is_safe_after_failed_start(fake, tmp_path, db_url):
     from watcher.bot import BotStartError
 
     config = make_config(fake.base_url, token="999:WRONG")
-    store = Store(f"sqlite:///{tmp_path / 'f.db'}")
+    store = Store(db_url)
     channel = TelegramChannel(config.channels["deals"], store)
     service = BotService(config, store, channel, poll_timeout=1)
     with pytest.raises(BotStartError) as e:

@@ -367,7 +367,7 @@ rules:
 
 
 @pytest.fixture
-async def world(tmp_path):
+async def world(tmp_path, db_url):
     """The simulator, a webhook that accepts and one that answers 404, and a `once` runner."""
     sim = await start_simulator()
     good, gone = WebhookReceiver(), WebhookReceiver()
@@ -376,7 +376,7 @@ async def world(tmp_path):
     await gone.start()
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(CONFIG)
-    db = f"sqlite:///{tmp_path / 'w.db'}"
+    db = db_url
     env = clean_env(SIM_URL=sim.base_url, GOOD_URL=good.url, GONE_URL=gone.url)
 
     async def cli(*args: str):

@@ -86,7 +86,7 @@ def pairs(alerts: list[dict]) -> Counter:
 
 
 @pytest.fixture
-async def world(tmp_path: Path):
+async def world(tmp_path: Path, db_url: str):
     sim = await start_simulator()
     hook = WebhookReceiver(secret="s3cret")
     await hook.start()
@@ -95,7 +95,7 @@ async def world(tmp_path: Path):
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(CONFIG)
     env = {"SIM_URL": sim.base_url, "HOOK_URL": hook.url, "TG_TOKEN": TOKEN, "TG_URL": tg_url}
-    args = ["-c", str(cfg), "--db", f"sqlite:///{tmp_path / 'w.db'}"]
+    args = ["-c", str(cfg), "--db", db_url]
 
     started: list[DaemonProcess] = []
 
@@ -330,7 +330,9 @@ async def test_sd_notify_ready_watchdog_and_stopping(world, tmp_path):
     sock.close()
 
 
-async def test_a_crashing_poll_is_recorded_on_the_watch_not_swallowed(tmp_path, monkeypatch):
+async def test_a_crashing_poll_is_recorded_on_the_watch_not_swallowed(
+    tmp_path, db_url, monkeypatch
+):
     """APScheduler swallows job exceptions; the EVENT_JOB_ERROR listener records them."""
     import asyncio
 
@@ -348,7 +350,7 @@ async def test_a_crashing_poll_is_recorded_on_the_watch_not_swallowed(tmp_path, 
             "watches:\n  - {id: s, type: search, query: crocs clogs, every: 1s}\n"
             "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
         )
-        db = f"sqlite:///{tmp_path / 'w.db'}"
+        db = db_url
 
         async def boom(self, watch):
             raise RuntimeError("disk on fire")
@@ -407,7 +409,7 @@ async def test_sigterm_during_a_slow_poll_still_exits_0_within_10s(world):
     assert d.count("event=polls_cancelled") == 1
 
 
-async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, monkeypatch):
+async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, db_url, monkeypatch):
     import asyncio
 
     from watcher.config import load_config
@@ -422,7 +424,7 @@ async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, monkey
         "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
     )
     port = free_port()
-    daemon = Daemon(load_config(cfg), f"sqlite:///{tmp_path / 'w.db'}", http=f"127.0.0.1:{port}")
+    daemon = Daemon(load_config(cfg), db_url, http=f"127.0.0.1:{port}")
     task = asyncio.create_task(daemon.run())
     url = f"http://127.0.0.1:{port}/healthz"
     async with aiohttp.ClientSession() as http:

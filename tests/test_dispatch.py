@@ -77,8 +77,8 @@ def make_alert(i: int, batch: str = "w:1") -> Alert:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'w.db'}")
+def store(tmp_path, db_url):
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -247,9 +247,9 @@ async def test_muted_chat_gets_one_digest_when_mute_ends(store):
     assert clock.now == T0 + timedelta(hours=2)
 
 
-async def test_two_dispatchers_on_one_database_never_send_the_same_delivery(tmp_path):
+async def test_two_dispatchers_on_one_database_never_send_the_same_delivery(tmp_path, db_url):
     """A daemon and a manual `watcher once` share the outbox: claims keep them apart."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    url = db_url
     a_store, b_store = Store(url), Store(url)
     a_store.add_alerts(
         [(make_alert(i, batch=f"w:{i}"), [("hook", "")]) for i in range(60)], now=T0
@@ -337,12 +337,12 @@ async def test_retry_after_is_capped(store):
     assert store.next_due() == T0 + timedelta(hours=1)
 
 
-def test_claims_of_a_dead_process_are_released_at_once(tmp_path):
+def test_claims_of_a_dead_process_are_released_at_once(tmp_path, db_url):
     """SIGKILL mid-send: the next process on this host need not wait out the lease."""
     import subprocess
     import sys
 
-    url = f"sqlite:///{tmp_path / 'w.db'}"
+    url = db_url
     store = Store(url)
     add(store, make_alert(1))
     code = (

@@ -8,16 +8,18 @@ once.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from watcher.simulator import demo as sim_ids
 from watcher.simulator import start_simulator
+from watcher.store import DeliveryRow
 
-from .support import WebhookReceiver, run_watcher
+from .support import WebhookReceiver, run_watcher, sql, table_rows
 
 SECRET = "e2e-secret"
 
@@ -106,13 +108,13 @@ TIMELINE: dict[int, list[tuple[str, str]]] = {
 
 
 @pytest.fixture
-async def env(tmp_path: Path):
+async def env(tmp_path: Path, db_url: str):
     sim = await start_simulator()
     hook = WebhookReceiver(secret=SECRET)
     await hook.start()
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(CONFIG)
-    db = tmp_path / "w.db"
+    db = db_url
     e = {
         "SIM_URL": sim.base_url,
         "HOOK_URL": hook.url,
@@ -121,7 +123,7 @@ async def env(tmp_path: Path):
     }
 
     async def once(*extra: str):
-        return await run_watcher("once", "-c", str(cfg), "--db", f"sqlite:///{db}", *extra, env=e)
+        return await run_watcher("once", "-c", str(cfg), "--db", db, *extra, env=e)
 
     yield sim, hook, once, db
     await hook.close()
@@ -206,8 +208,7 @@ async def test_webhook_down_for_a_whole_run_delivers_on_the_next(env):
     assert r.code == 0
     assert "still pending" in r.stderr
     assert hook.alerts() == []
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00.000000'")
+    sql(db, update(DeliveryRow).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC)))
     hook.fail_next = 0
     sim.step()
     r = await once()
@@ -215,13 +216,6 @@ async def test_webhook_down_for_a_whole_run_delivers_on_the_next(env):
     got = pairs(hook.alerts())
     assert got == Counter(TIMELINE[1]) + Counter(TIMELINE[2])
     assert len({a["alert_id"] for a in hook.alerts()}) == len(hook.alerts())
-
-
-def table_rows(db: Path) -> dict[str, list[tuple]]:
-    """Every row of every table, sorted, by table name."""
-    with sqlite3.connect(db) as con:
-        names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr) for n in names}
 
 
 async def test_dry_run_prints_and_stores_nothing_but_credits(env):
@@ -245,8 +239,7 @@ async def test_dry_run_prints_and_stores_nothing_but_credits(env):
     assert {t: rows for t, rows in after.items() if t != "credit"} == {
         t: rows for t, rows in before.items() if t != "credit"
     }
-    with sqlite3.connect(db) as con:
-        credits = con.execute("SELECT sum(credits) FROM credit").fetchone()[0]
+    [(credits,)] = sql(db, "SELECT sum(credits) FROM credit")
     # baseline: 4+2+3 Social Fetch pages (1 credit each) and 2 KeyAPI pages (2 each) = 13;
     # the dry run spent as much again
     assert credits == 26
@@ -254,9 +247,8 @@ async def test_dry_run_prints_and_stores_nothing_but_credits(env):
     r = await once()
     assert r.code == 0, r.stderr
     assert pairs(hook.alerts()) == Counter(TIMELINE[1])
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT count(*) FROM alert").fetchone() == (3,)
-        sent = con.execute("SELECT status, count(*) FROM delivery GROUP BY status").fetchall()
+    assert sql(db, "SELECT count(*) FROM alert") == [(3,)]
+    sent = sql(db, "SELECT status, count(*) FROM delivery GROUP BY status")
     assert sent == [("sent", 3)]
 
 

@@ -8,7 +8,6 @@ outbox, their deliveries, and the stored watch state (spec sections 4, 6 and 9).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,8 @@ from watcher.simulator import RunningSimulator, start_simulator
 from watcher.simulator import demo as S
 from watcher.simulator.world import Item, Search, Showcase
 from watcher.store import DeliveryRow
+
+from .support import sql
 
 STORE_PATH = "/v1/tiktok/shop/products"
 SEARCH_PATH = "/v1/tiktok/shop/products/search"
@@ -51,8 +52,8 @@ async def sim() -> AsyncIterator[RunningSimulator]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'watcher.db'}"
+def db(db_url: str) -> str:
+    return db_url
 
 
 def make_config(
@@ -113,16 +114,14 @@ def rule_products(rt: Runtime) -> set[tuple[str | None, str | None]]:
 
 def snapshot(db: str, watch_id: str) -> dict[str, tuple[int, int]]:
     """product id → (present, missed) as stored."""
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as con:
-        rows = con.execute(
-            "SELECT product_id, present, missed FROM snapshot WHERE watch_id = ?", (watch_id,)
-        ).fetchall()
+    rows = sql(
+        db, "SELECT product_id, present, missed FROM snapshot WHERE watch_id = :w", w=watch_id
+    )
     return {pid: (present, missed) for pid, present, missed in rows}
 
 
 def history_rows(db: str) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as con:
-        return con.execute("SELECT product_id, price FROM history ORDER BY id").fetchall()
+    return sql(db, "SELECT product_id, price FROM history ORDER BY id")
 
 
 def api_requests(sim: RunningSimulator, path: str | None = None) -> int:

@@ -78,8 +78,8 @@ async def fake():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'w.db'}")
+def store(tmp_path, db_url):
+    s = Store(db_url)
     yield s
     s.close()
 
