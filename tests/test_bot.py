@@ -20,6 +20,7 @@ ADMIN = 9001
 USER = 5005  # a private chat: chat id == user id
 LISTED = 111  # in chat_ids
 GROUP = -100777
+SUPERGROUP = -1001234567890  # a real supergroup id: needs 64 bits
 
 
 def make_config(base_url: str, **telegram: object) -> Config:
@@ -331,6 +332,18 @@ async def test_commands_for_another_bot_are_ignored(env, fake):
     reply = await env.ask(GROUP, USER, "/subscribe@watcher_test_bot all")
     assert "Subscribed" in reply.text
     assert len(fake.texts(GROUP)) == 1
+
+
+async def test_a_supergroup_with_a_64_bit_id_subscribes_and_mutes(env):
+    reply = await env.ask(SUPERGROUP, USER, "/subscribe price-drop-10")
+    assert "Subscribed this chat to rule price-drop-10" in reply.text
+    assert subs(env, SUPERGROUP) == [("rule", "price-drop-10")]
+    assert env.store.subscribers("deals", "price-drop-10", "goli-store") == [SUPERGROUP]
+    reply = await env.ask(SUPERGROUP, USER, "/mute 1h")
+    assert "Muted until" in reply.text
+    assert env.store.mutes("deals")[("deals", SUPERGROUP)] == NOW + timedelta(hours=1)
+    reply = await env.ask(SUPERGROUP, USER, "/mysubs")
+    assert "rule price-drop-10" in reply.text
 
 
 async def test_subscriptions_survive_a_restart(make_env):

@@ -1,4 +1,4 @@
-"""The command line: ``watcher check | once | demo | history | alerts``.
+"""The command line: ``watcher check | run | once | demo | history | alerts | db``.
 
 Exit status: 0 when the command ran, 2 on a config error, 1 on any other failure.
 """
@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, config=False)
     sp.add_argument("--failed", action="store_true", help="only alerts with a dead delivery")
     sp.add_argument("--limit", type=int, default=20)
+
+    sp = sub.add_parser("db", help="the database schema: `db current`, `db upgrade`")
+    sp.add_argument(
+        "action",
+        choices=["current", "upgrade"],
+        help="current: show the schema revision; upgrade: migrate to this watcher's schema",
+    )
+    common(sp, config=False)
     return p
 
 
@@ -115,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _history(args.db, args.product_id, png=args.png)
         if args.command == "alerts":
             return _alerts(args.db, failed=args.failed, limit=args.limit)
+        if args.command == "db":
+            return _db(args.db, args.action)
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_CONFIG
@@ -300,6 +310,40 @@ def _alerts(db: str | None, *, failed: bool, limit: int) -> int:
             f"{alert.product.id if alert.product else ''} → {states or 'no channel'}"
         )
     return EXIT_OK
+
+
+def _db(db: str | None, action: str) -> int:
+    """Every command upgrades on start; ``db upgrade`` does it alone (before a deploy),
+    ``db current`` only looks."""
+    from sqlalchemy import make_url
+
+    from .store import Store, schema
+
+    store = Store(db, must_exist=action == "current", migrate=False)
+    try:
+        shown = make_url(store.url).render_as_string(hide_password=True)
+        if action == "current":
+            state = schema.current(store.engine)
+            schema.check_known(state.current)
+            if state.up_to_date:
+                print(f"{shown}: schema {state.current} (up to date)")
+            else:
+                print(
+                    f"{shown}: schema {state.current or 'none'}, this watcher's is "
+                    f"{state.head}; `watcher db upgrade` (or any command) migrates it"
+                )
+            return EXIT_OK
+        before, after = schema.upgrade(store.engine)
+        if before.current == after.current:
+            print(f"{shown}: schema {after.current} (up to date)")
+        else:
+            adopted = " (adopted a database made before migrations)" if after.adopted else ""
+            print(
+                f"{shown}: upgraded schema {before.current or 'none'} → {after.current}{adopted}"
+            )
+        return EXIT_OK
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -21,19 +21,18 @@ from typing import Any
 from sqlalchemy import event, func, insert, make_url, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, SQLModel, create_engine, delete
+from sqlmodel import Session, create_engine, delete
 
 from ..models import Alert, PricePoint, Tracked
+from . import schema
 from .chats import ChatStore
 from .outbox import CLAIM_LEASE, CLAIM_OWNER, OutboxStore
 from .tables import (
     _SNAPSHOT_UPDATE,
-    SCHEMA_VERSION,
     AlertRow,
     CreditRow,
     DeliveryRow,
     HistoryRow,
-    Meta,
     Mute,
     ProviderState,
     SnapshotRow,
@@ -83,20 +82,27 @@ class Store(OutboxStore, ChatStore):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 
     def __init__(
-        self, url: str | None = None, *, echo: bool = False, must_exist: bool = False
+        self,
+        url: str | None = None,
+        *,
+        echo: bool = False,
+        must_exist: bool = False,
+        migrate: bool = True,
     ) -> None:
         self.url = url or os.environ.get("WATCHER_DB") or default_db_url()
         if must_exist:
             _require_existing(self.url)
         self.engine: Engine = _make_engine(self.url, echo=echo)
         try:
-            SQLModel.metadata.create_all(self.engine)
+            self.schema = schema.upgrade(self.engine)[1] if migrate else None
         except OperationalError as exc:  # unreachable: say where, in one line
             self.engine.dispose()
             shown = make_url(self.url).render_as_string(hide_password=True)
             reason = " ".join(str(exc.orig).split())
             raise RuntimeError(f"cannot open the database {shown}: {reason}") from exc
-        self._check_version()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -105,18 +111,6 @@ class Store(OutboxStore, ChatStore):
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
-
-    def _check_version(self) -> None:
-        with self.session() as s:
-            row = s.get(Meta, "schema_version")
-            if row is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                s.commit()
-            elif int(row.value) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {row.value} is newer than this watcher "
-                    f"({SCHEMA_VERSION}); upgrade watcher"
-                )
 
     def ping(self) -> bool:
         with self.session() as s:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint, bindparam, update
+from sqlalchemy import BigInteger, Index, UniqueConstraint, bindparam, update
 from sqlmodel import Field, SQLModel
 
 from ..models import Alert, Product, Tracked
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # meta.schema_version; the Alembic revisions are in migrations/versions
 
 
 def utcnow() -> datetime:
@@ -83,6 +83,7 @@ class HistoryRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_history_watch_product_at", "watch_id", "product_id", "at"),
         Index("ix_history_product_at", "product_id", "at"),
+        Index("ix_history_at", "at"),  # history_retention
     )
     id: int | None = Field(default=None, primary_key=True)
     watch_id: str
@@ -99,7 +100,11 @@ class HistoryRow(SQLModel, table=True):
 
 class AlertRow(SQLModel, table=True):
     __tablename__ = "alert"
-    __table_args__ = (Index("ix_alert_rule_watch_product", "rule_id", "watch_id", "product_id"),)
+    __table_args__ = (
+        # the cooldown lookup: last alert of (watch, product, rule)
+        Index("ix_alert_cooldown", "watch_id", "product_id", "rule_id", "detected_at"),
+        Index("ix_alert_detected_at", "detected_at"),  # /alerts, retention
+    )
     alert_id: str = Field(primary_key=True)
     kind: str
     rule_id: str | None = None
@@ -115,6 +120,7 @@ class DeliveryRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("alert_id", "channel", "target"),
         Index("ix_delivery_due", "status", "next_attempt_at"),
+        Index("ix_delivery_claim", "claim"),
     )
     id: int | None = Field(default=None, primary_key=True)
     alert_id: str = Field(foreign_key="alert.alert_id")
@@ -143,7 +149,7 @@ class Subscription(SQLModel, table=True):
 
     __tablename__ = "subscription"
     channel: str = Field(primary_key=True)
-    chat_id: int = Field(primary_key=True)
+    chat_id: int = Field(primary_key=True, sa_type=BigInteger)  # supergroups: -100…, 64-bit
     scope: str = Field(primary_key=True)
     name: str = Field(default="", primary_key=True)
     created_at: datetime
@@ -152,7 +158,7 @@ class Subscription(SQLModel, table=True):
 class Mute(SQLModel, table=True):
     __tablename__ = "mute"
     channel: str = Field(primary_key=True)
-    chat_id: int = Field(primary_key=True)
+    chat_id: int = Field(primary_key=True, sa_type=BigInteger)
     until: datetime
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the watcher database (run by ``watcher.store.schema``)."""
