@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -54,18 +54,30 @@ def _admin_conn():
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[str]:
-    if not TEST_DB.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'watcher.db'}"
-        return
-    name = f"wt_{uuid.uuid4().hex[:16]}"
-    with _admin_conn() as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(TEST_DB).set(database=name).render_as_string(hide_password=False)
-    finally:
+def db_factory(tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Fresh, empty databases on the backend under test, as many as the test asks for."""
+    made: list[str] = []
+    files = iter(["watcher.db"] + [f"watcher{n}.db" for n in range(2, 100)])
+
+    def make() -> str:
+        if not TEST_DB.startswith("postgresql"):
+            return f"sqlite:///{tmp_path / next(files)}"
+        name = f"wt_{uuid.uuid4().hex[:16]}"
         with _admin_conn() as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            con.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return make_url(TEST_DB).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    if made:
+        with _admin_conn() as con:
+            for name in made:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(db_factory: Callable[[], str]) -> str:
+    return db_factory()
 
 
 @pytest.fixture

@@ -646,3 +646,31 @@ async def test_a_bug_in_a_poll_is_a_failed_poll_with_notices_not_a_crash(
         monkeypatch.undo()
         await poll(rt, "crocs")
         assert kinds(rt) == ["watch_failing", "watch_recovered"]
+
+
+# ---------------------------------------------------------------- alert ids and quiet polls
+
+
+async def test_quiet_polls_do_not_change_the_alert_id_of_the_next_transition(
+    sim, db_factory, tmp_path
+):
+    """SPEC section 6: the seq advances only when a poll writes a change, so one transition
+    on one history has one alert_id, however many quiet polls ran before it."""
+    cfg = make_config(tmp_path, sim, [STORE_WATCH], [DROP_RULE, *PRESENCE_RULES])
+    item = sim.world.stores[S.STORE_URL].product(S.ACV)
+    price = item.price
+    ids: list[list[str]] = []
+    seqs: list[int] = []
+    for quiet in (0, 3):
+        item.reprice(str(price))
+        url = db_factory()
+        async with runtime(cfg, url) as rt:
+            assert (await poll(rt, "goli")).status == "baseline"
+            for _ in range(quiet):
+                assert (await poll(rt, "goli")).status == "ok"
+            seqs.append(rt.store.watch_state("goli").seq)
+            item.reprice(str(price - 3))
+            assert (await poll(rt, "goli")).alerts
+            ids.append(sorted(a.alert_id for a, _ in stored(rt)))
+    assert seqs == [1, 1]  # the baseline wrote; the quiet polls did not
+    assert ids[0] == ids[1] and ids[0]

@@ -169,6 +169,17 @@ def _without_new_items(changes: Iterable[Change]) -> tuple[Change, ...]:
     return tuple(out)
 
 
+def _episode(state) -> str:
+    """What tells one failing or not-found episode of a watch from the next.
+
+    The seq alone does not (quiet polls leave it), but a successful poll always ends an
+    episode and moves ``last_success_at``; two processes polling the same episode read the
+    same state and so produce the same notice id, which the outbox stores once.
+    """
+    since = state.last_success_at.isoformat() if state.last_success_at else "-"
+    return f"{state.seq}:{since}"
+
+
 def notice(kind: str, watch_id: str | None, message: str, key: object, now: datetime) -> Alert:
     return Alert(
         alert_id=render.alert_id(None, watch_id, None, kind, None, str(key), 0),
@@ -395,7 +406,7 @@ class Pipeline:
                         watch.id,
                         f"Watch {watch.id} failed {failures} polls in a row; last error: "
                         f"{result.errors[-1]}",
-                        f"failing:{state.seq}",
+                        f"failing:{_episode(state)}",
                         now,
                     )
                 ]
@@ -409,7 +420,7 @@ class Pipeline:
                     "watch_recovered",
                     watch.id,
                     f"Watch {watch.id} recovered after {state.consecutive_failures} failed polls",
-                    f"recovered:{state.seq}",
+                    f"recovered:{_episode(state)}",
                     now,
                 )
             ]
@@ -433,7 +444,7 @@ class Pipeline:
                     "watch_not_found",
                     watch.id,
                     f"Watch {watch.id}: the store {watch.url} was not found upstream",
-                    f"not_found:{state.seq}",
+                    f"not_found:{_episode(state)}",
                     now,
                 )
             )

@@ -70,6 +70,11 @@ class PollWrite:
     history: list[tuple[Tracked, bool]] = field(default_factory=list)  # (tracked, present)
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
 
+    @property
+    def changes(self) -> bool:
+        """Whether the poll writes anything but the watch's state (and so advances its seq)."""
+        return bool(self.upserts or self.history or self.alerts or self.replace_snapshot)
+
 
 def default_db_url() -> str:
     """Spec section 8: $STATE_DIRECTORY under systemd, else ./watcher.db."""
@@ -212,9 +217,12 @@ class Store(OutboxStore, ChatStore):
     def commit_poll(self, w: PollWrite) -> bool:
         """Write a poll's snapshot, history, alerts, deliveries and state atomically.
 
-        The first statement claims the next seq with a conditional UPDATE, which takes the
-        write lock and refuses a second commit of the same poll (returns False).
+        The first statement is a conditional UPDATE of the watch's seq, which takes the write
+        lock and refuses a commit that raced another (returns False). The seq advances only
+        when the poll writes a change (SPEC section 6): a quiet poll leaves it, so the same
+        transition on the same history has the same alert_id however many quiet polls ran.
         """
+        new_seq = w.expected_seq + 1 if w.changes else w.expected_seq
         with self.session() as s, s.begin():
             conn = s.connection()
             ws = WatchState.__table__
@@ -222,7 +230,7 @@ class Store(OutboxStore, ChatStore):
                 update(ws)
                 .where(ws.c.watch_id == w.watch_id)
                 .where(ws.c.seq == w.expected_seq)
-                .values(seq=w.expected_seq + 1, **w.state)
+                .values(seq=new_seq, **w.state)
             )
             if claimed.rowcount != 1:
                 s.rollback()
@@ -250,7 +258,7 @@ class Store(OutboxStore, ChatStore):
                         {
                             "watch_id": w.watch_id,
                             "product_id": t.product.id,
-                            "seq": w.expected_seq + 1,
+                            "seq": new_seq,
                             "at": w.now,
                             "price": _str(t.product.price),
                             "original_price": _str(t.product.original_price),
