@@ -632,8 +632,24 @@ async def test_second_page_malformed_keeps_first(make: Any, mock: Any) -> None:
     result = await h.client.poll(STORE)
     assert [p.id for p in result.products] == ["a"]
     assert result.errors == (
-        "store goli-store page 2: data.products[0] has no string or integer id",
+        "store goli-store page 2: 1 of 1 products unusable, first: data.products[0] has no "
+        "string or integer id (id is None)",
     )
+    assert not result.complete
+
+
+async def test_a_few_unusable_products_are_skipped_and_the_poll_is_not_complete(
+    make: Any, mock: Any
+) -> None:
+    """Skipped is not absent: the poll keeps the good products but may not remove or re-rank."""
+    h = make()
+    page = store_page(["a", "b", "c"])
+    page["data"]["products"][1]["title"] = {"en": "an object where a title belongs"}
+    mock.get(STORE_RE, payload=page)
+    result = await h.client.poll(STORE)
+    assert [p.id for p in result.products] == ["a", "c"]
+    assert result.errors == ()
+    assert result.exhausted and not result.complete
 
 
 # The recorded card is "current": "14.96", "original": "24.99", "discountText": "40%". The

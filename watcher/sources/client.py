@@ -245,6 +245,18 @@ class ProviderClient:
                 not_found, exhausted = True, True
                 break
             pages.append(page.products)
+            if page.skipped:
+                # An unusable product is not an absent one: no removals, no rank moves
+                # (the ones after it would shift) from this poll.
+                complete = False
+                log.warning(
+                    "%s %s page %d: %d unusable products skipped, first: %s",
+                    watch.type,
+                    watch.id,
+                    page_no,
+                    len(page.skipped),
+                    page.skipped[0],
+                )
             if not page.has_more or page.next is None:
                 exhausted = True  # only upstream can say there is no more
                 break
@@ -256,8 +268,13 @@ class ProviderClient:
                 )
                 break
             request = source.next_request(watch, page.next)
+        products = assign_ranks(pages)
+        repeats = sum(map(len, pages)) - len(products)
+        if repeats:
+            # Paginated lists shift between requests; the first occurrence is the one kept.
+            log.info("%s %s: %d repeated product ids dropped", watch.type, watch.id, repeats)
         return PollResult(
-            products=assign_ranks(pages),
+            products=products,
             complete=complete,
             exhausted=exhausted,
             not_found=not_found,

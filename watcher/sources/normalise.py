@@ -1,15 +1,20 @@
 """Raw upstream JSON pages → ``Product`` tuples. Pure: no I/O, no clock.
 
-Shape mismatches that make a page unusable (no ``data``, products not a list, a product
-without an id, pagination unreadable) raise ``MalformedPayload``; odd or absurd *field* values
-(a price "N/A" or 1e40, sold "12k", a rating of 7) become ``None`` so one bad field never
-costs a whole page. Nothing but ``MalformedPayload`` ever leaves a parser.
+Shape mismatches that make a page unusable (no ``data``, products not a list, pagination
+unreadable) raise ``MalformedPayload``. A *product* that cannot be trusted (not an object, no
+id, an id with control characters, a field of the wrong JSON type such as an object where a
+title belongs or a number where a category object belongs) is skipped and counted, never
+guessed at: a guess could give it a new identity and fire false alerts. A page where most
+products are unusable fails. Odd *values* of the right type (a price "N/A" or 1e40, sold
+"12k", a rating of 7) become ``None`` so one bad value never costs a product. Text is
+cleaned of control characters and lone surrogates (a NUL cannot be stored in PostgreSQL).
+Nothing but ``MalformedPayload`` ever leaves a parser.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -49,6 +54,7 @@ class ParsedPage:
     request_id: str | None = None
     credits: int | None = None
     not_found: bool = False
+    skipped: tuple[str, ...] = ()  # why each unusable product was left out
 
 
 # --------------------------------------------------------------------------- field helpers
@@ -75,19 +81,52 @@ _MAX_COUNT_DIGITS = len(str(MAX_COUNT))
 _NUMERIC_ERRORS = (ArithmeticError, ValueError)  # ValueError: int too long to print (3.11+)
 
 
+class _Unusable(Exception):
+    """This product cannot be trusted; the parser skips it (internal to this module)."""
+
+
+# C0 and C1 controls and DEL (tab, newline and CR become spaces), and lone surrogates, which
+# JSON can carry ("\ud800") but UTF-8 cannot.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_BREAKS = re.compile("[\t\n\r]")
+
+
+def _clean(text: str) -> str:
+    return _CONTROLS.sub("", _BREAKS.sub(" ", text)) if not text.isprintable() else text
+
+
 def _sub(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    """A nested optional object, or an empty one when it is null or of the wrong type."""
+    """A nested optional object; null or missing is empty, any other type is unusable."""
     value = obj.get(key)
-    return value if isinstance(value, dict) else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Unusable(f"{key} is {_describe(value)}, expected an object")
+    return value
 
 
 def _text(value: Any) -> str | None:
-    """A non-blank string, else None."""
-    return value if isinstance(value, str) and value.strip() else None
+    """A non-blank string, cleaned of control characters, else None (lenient: envelopes)."""
+    if not isinstance(value, str):
+        return None
+    text = _clean(value)
+    return text if text.strip() else None
+
+
+def _field(obj: Mapping[str, Any], key: str) -> str | None:
+    """A product's text field: null, missing or blank is None; not a string is unusable."""
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _Unusable(f"{key} is {_describe(value)}, expected a string")
+    return _text(value)
 
 
 def _ident(value: Any) -> str | None:
-    """An identifier: a non-blank string or an integer (never a bool)."""
+    """An identifier: a non-blank string or an integer (never a bool); else None.
+
+    A string id with a control character or a surrogate is no id: cleaning it could make two
+    products one.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -95,7 +134,29 @@ def _ident(value: Any) -> str | None:
             return str(value)
         except ValueError:  # more digits than Python will print: not an id
             return None
-    return _text(value)
+    if not isinstance(value, str) or not value.strip() or _CONTROLS.search(value):
+        return None
+    return value
+
+
+def _id_field(obj: Mapping[str, Any], key: str) -> str | None:
+    """An optional identifier field (shop, seller, category): present but bad is unusable."""
+    value = obj.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    ident = _ident(value)
+    if ident is None:
+        raise _Unusable(f"{key} is {_show(value)}, expected a string or integer id")
+    return ident
+
+
+def _numeric(obj: Mapping[str, Any], key: str) -> Any:
+    """A numeric field's raw value: an object, a list or a boolean makes the product unusable
+    (a string is fine: upstream writes "12k" and "N/A", which become None)."""
+    value = obj.get(key)
+    if isinstance(value, dict | list | bool):
+        raise _Unusable(f"{key} is {_describe(value)}, expected a number or a string")
+    return value
 
 
 def _number(value: Any) -> Decimal | None:
@@ -289,17 +350,36 @@ def _describe(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _rows(rows: list[Any], what: str, rid: str | None) -> Iterable[tuple[str, dict[str, Any]]]:
-    """Each row as (id-less path for messages, object); a non-object row fails the page."""
+def _products(
+    rows: list[Any], what: str, rid: str | None, build: Callable[[dict[str, Any], str], Product]
+) -> tuple[tuple[Product, ...], tuple[str, ...]]:
+    """Each usable row as a ``Product``, and why the others were skipped.
+
+    A page where most rows are unusable is a failed page: that is a changed or broken
+    upstream, not a few odd products.
+    """
+    products: list[Product] = []
+    skipped: list[str] = []
     for index, row in enumerate(rows):
         path = f"{what}[{index}]"
-        yield path, _require_object(row, path, rid)
+        try:
+            if not isinstance(row, dict):
+                raise _Unusable(f"is {_describe(row)}, expected an object")
+            products.append(build(row, path))
+        except _Unusable as why:
+            skipped.append(f"{path} {why}")
+    if skipped and len(skipped) * 2 > len(rows):
+        raise MalformedPayload(
+            f"{len(skipped)} of {len(rows)} products unusable, first: {skipped[0]}",
+            request_id=rid,
+        )
+    return tuple(products), tuple(skipped)
 
 
-def _require_id(row: Mapping[str, Any], path: str, rid: str | None) -> str:
+def _require_id(row: Mapping[str, Any]) -> str:
     product_id = _ident(row.get("id"))
     if product_id is None:
-        raise MalformedPayload(f"{path} has no string or integer id", request_id=rid)
+        raise _Unusable(f"has no string or integer id (id is {_show(row.get('id'))})")
     return product_id
 
 
@@ -338,69 +418,68 @@ def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int 
 # --------------------------------------------------------------------------- product mapping
 
 
-def _card_product(
-    row: Mapping[str, Any], product_id: str, fallback_shop: Mapping[str, Any]
-) -> Product:
+def _card_product(row: Mapping[str, Any], fallback_shop: Mapping[str, Any]) -> Product:
     """Store and search share one product card shape."""
+    product_id = _require_id(row)
     price = _sub(row, "price")
     metrics = _sub(row, "metrics")
     shop = _sub(row, "shop")
-    current = _price(price.get("current"))
-    original = _price(price.get("original"))
-    image_url = _text(row.get("imageUrl")) or _text(_sub(row, "image").get("url"))
+    current = _price(_numeric(price, "current"))
+    original = _price(_numeric(price, "original"))
+    image_url = _field(row, "imageUrl") or _field(_sub(row, "image"), "url")
     return Product(
         id=product_id,
-        title=_text(row.get("title")),
-        url=_text(row.get("url")),
+        title=_field(row, "title"),
+        url=_field(row, "url"),
         image_url=image_url,
-        currency=_text(price.get("currencyCode")),
+        currency=_field(price, "currencyCode"),
         price=current,
         original_price=original,
-        discount_percent=_discount(price.get("discountText"), current, original),
-        sold=_count(metrics.get("sold")),
-        rating=_rating(metrics.get("rating")),
-        reviews=_count(metrics.get("reviews")),
-        shop_id=_ident(shop.get("id")) or _ident(fallback_shop.get("id")),
-        shop_name=_text(shop.get("name")) or _text(fallback_shop.get("name")),
+        discount_percent=_discount(_numeric(price, "discountText"), current, original),
+        sold=_count(_numeric(metrics, "sold")),
+        rating=_rating(_numeric(metrics, "rating")),
+        reviews=_count(_numeric(metrics, "reviews")),
+        shop_id=_id_field(shop, "id") or _ident(fallback_shop.get("id")),
+        shop_name=_field(shop, "name") or _text(fallback_shop.get("name")),
     )
 
 
-def _showcase_product(row: Mapping[str, Any], product_id: str) -> Product:
+def _showcase_product(row: Mapping[str, Any]) -> Product:
+    product_id = _require_id(row)
     price = _sub(row, "price")
     rating = _sub(row, "rating")
     image = _sub(row, "image")
     urls = image.get("urls")
     first_url = next((u for u in urls if _text(u)), None) if isinstance(urls, list) else None
-    sale = _price(price.get("salePrice"))
-    original = _price(price.get("originalPrice"))
+    sale = _price(_numeric(price, "salePrice"))
+    original = _price(_numeric(price, "originalPrice"))
     return Product(
         id=product_id,
-        title=_text(row.get("title")),
-        url=_text(row.get("url")),
-        image_url=_text(image.get("url")) or first_url,
-        currency=_text(price.get("currencyCode")),
+        title=_field(row, "title"),
+        url=_field(row, "url"),
+        image_url=_field(image, "url") or _text(first_url),
+        currency=_field(price, "currencyCode"),
         price=sale,
         original_price=original,
-        discount_percent=_discount(price.get("discountPercent"), sale, original),
-        sold=_count(_sub(row, "sales").get("soldCount")),
-        rating=_rating(rating.get("score")),
-        reviews=_count(rating.get("reviewCount")),
-        shop_id=_ident(_sub(row, "seller").get("id")),
+        discount_percent=_discount(_numeric(price, "discountPercent"), sale, original),
+        sold=_count(_numeric(_sub(row, "sales"), "soldCount")),
+        rating=_rating(_numeric(rating, "score")),
+        reviews=_count(_numeric(rating, "reviewCount")),
+        shop_id=_id_field(_sub(row, "seller"), "id"),
     )
 
 
 _CATEGORY_KEYS = ("third_ecom_category", "second_ecom_category", "first_ecom_category")
 
 
-def _keyapi_product(row: Mapping[str, Any], path: str, rid: str | None) -> Product:
+def _keyapi_product(row: Mapping[str, Any]) -> Product:
     """KeyAPI rows are category aggregates: identity is the deepest category present."""
-    title = _text(row.get("url_title"))
-    product_id = next(
-        (cid for key in _CATEGORY_KEYS if (cid := _ident(_sub(row, key).get("id")))), title
-    )
+    title = _field(row, "url_title")
+    categories = [_id_field(_sub(row, key), "id") for key in _CATEGORY_KEYS]
+    product_id = next((cid for cid in categories if cid), title)
     if product_id is None:
-        raise MalformedPayload(f"{path} has no category id and no url_title", request_id=rid)
-    return Product(id=product_id, title=title, image_url=_text(row.get("cover_url")))
+        raise _Unusable("has no category id and no url_title")
+    return Product(id=product_id, title=title, image_url=_field(row, "cover_url"))
 
 
 # --------------------------------------------------------------------------- page parsers
@@ -414,12 +493,11 @@ def parse_store_page(raw: Any) -> ParsedPage:
         return ParsedPage((), False, None, rid, credits, not_found=True)
     rows = _require_list(data, "products", "data.products", rid)
     has_more, cursor = _cursor_paging(data, rid)
-    shop = _sub(data, "shop")
-    products = tuple(
-        _card_product(row, _require_id(row, path, rid), shop)
-        for path, row in _rows(rows, "data.products", rid)
+    shop = data.get("shop") if isinstance(data.get("shop"), dict) else {}
+    products, skipped = _products(
+        rows, "data.products", rid, lambda row, _path: _card_product(row, shop)
     )
-    return ParsedPage(products, has_more, cursor, rid, credits)
+    return ParsedPage(products, has_more, cursor, rid, credits, skipped=skipped)
 
 
 def parse_showcase_page(raw: Any) -> ParsedPage:
@@ -427,11 +505,10 @@ def parse_showcase_page(raw: Any) -> ParsedPage:
     body, data, rid = _socialfetch_envelope(raw)
     rows = _require_list(data, "products", "data.products", rid)
     has_more, cursor = _cursor_paging(data, rid)
-    products = tuple(
-        _showcase_product(row, _require_id(row, path, rid))
-        for path, row in _rows(rows, "data.products", rid)
+    products, skipped = _products(
+        rows, "data.products", rid, lambda row, _path: _showcase_product(row)
     )
-    return ParsedPage(products, has_more, cursor, rid, _meta_credits(body))
+    return ParsedPage(products, has_more, cursor, rid, _meta_credits(body), skipped=skipped)
 
 
 def parse_search_page(raw: Any) -> ParsedPage:
@@ -439,11 +516,10 @@ def parse_search_page(raw: Any) -> ParsedPage:
     body, data, rid = _socialfetch_envelope(raw)
     rows = _require_list(data, "products", "data.products", rid)
     has_more, next_page = _number_paging(data, rid)
-    products = tuple(
-        _card_product(row, _require_id(row, path, rid), {})
-        for path, row in _rows(rows, "data.products", rid)
+    products, skipped = _products(
+        rows, "data.products", rid, lambda row, _path: _card_product(row, {})
     )
-    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body))
+    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body), skipped=skipped)
 
 
 def parse_keyapi_page(raw: Any) -> ParsedPage:
@@ -466,10 +542,8 @@ def parse_keyapi_page(raw: Any) -> ParsedPage:
                 request_id=rid,
             )
         next_page = current + 1
-    products = tuple(
-        _keyapi_product(row, path, rid) for path, row in _rows(rows, "data.list", rid)
-    )
-    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body))
+    products, skipped = _products(rows, "data.list", rid, lambda row, _path: _keyapi_product(row))
+    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body), skipped=skipped)
 
 
 def assign_ranks(pages: Iterable[tuple[Product, ...]]) -> tuple[Product, ...]:
