@@ -21,7 +21,7 @@ from watcher.simulator import start_simulator
 from watcher.simulator.world import Item
 
 from .fakebot import TOKEN, FakeBotAPI
-from .support import WATCHER, DaemonProcess, WebhookReceiver, wait_until
+from .support import WATCHER, DaemonProcess, WebhookReceiver, sql, wait_until
 
 ADMIN = 9001
 CHAT = 111  # in chat_ids
@@ -441,3 +441,26 @@ async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, db_url
             assert (await r.json()) == {"ok": False}
     daemon.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_sigterm_lets_a_send_in_flight_finish_and_never_repeats_it(world, db_url):
+    """SIGTERM while the webhook is answering slowly: the send completes, is marked sent, and
+    the receiver never sees the same alert_id twice (cancelling it would hand the delivery
+    back and send it again during the stop)."""
+    sim, hook, _bot, daemon = world
+    d = await daemon().start()
+    await baseline(d)
+    hook.delay = 2.0  # each webhook request takes 2 s to answer
+    sim.step()
+    await wait_until(lambda: len(hook.requests) >= 1, what="a webhook send in flight")
+    code, took = await d.stop()
+    assert code == 0 and took < 10, d.log()
+    assert "Traceback" not in d.log()
+    ids = [a["alert_id"] for a in hook.alerts()]
+    assert ids, "the send in flight was cut off"
+    assert len(ids) == len(set(ids)), f"repeated during the stop: {ids}"
+    seen = {a["alert_id"] for a in hook.alerts()}
+    statuses = dict(sql(db_url, "SELECT alert_id, status FROM delivery WHERE channel = 'hook'"))
+    # what arrived is marked sent; what never started is pending, to go out on the next start
+    assert {a for a, st in statuses.items() if st == "sent"} == seen
+    assert all(st in ("sent", "pending") for st in statuses.values())

@@ -33,6 +33,7 @@ log = logging.getLogger("watcher.daemon")
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit, all steps together (the promise is 10)
 POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
 FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
+CLOSE_RESERVE = 1.5  # seconds before the deadline when no new send may start
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
 
 
@@ -315,17 +316,39 @@ class Daemon:
                 await asyncio.wait(pending, timeout=left(1.0))
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        # Delivery is never cancelled mid-send (the receiver would see the alert again when
+        # the handed-back delivery is retried): new sends stop a little before the deadline,
+        # sends in flight finish, and only a send still hanging at the deadline is cut.
+        dispatcher = self.rt.dispatcher if self.rt is not None else None
+        stop_sends = (
+            loop.call_at(deadline - CLOSE_RESERVE, dispatcher.stop_accepting)
+            if dispatcher is not None
+            else None
+        )
+        self._wake.set()
+        loops = [t for t in tasks if t.get_name() == "dispatch"]
         for t in tasks:
-            t.cancel()  # a delivery pass cut short hands its claims back (see Dispatcher)
+            if t not in loops:
+                t.cancel()
+        if loops:
+            _done, hanging = await asyncio.wait(loops, timeout=left(STOP_BUDGET))
+            for t in hanging:
+                t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.bots:
             await asyncio.gather(
                 *(asyncio.wait_for(bot.stop(), left(3.0)) for bot in self.bots),
                 return_exceptions=True,
             )
-        if self.rt is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.dispatcher.drain(FLUSH_BUDGET), left(FLUSH_BUDGET))
+        if dispatcher is not None and self.rt is not None:
+            if dispatcher.accepting:  # what the last polls stored, within the budget
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        dispatcher.drain(FLUSH_BUDGET), left(FLUSH_BUDGET + CLOSE_RESERVE)
+                    )
+            if stop_sends is not None:
+                stop_sends.cancel()
+            dispatcher.stop_accepting()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.rt.close(), left(2.0))
         if self._http_runner is not None:

@@ -81,6 +81,19 @@ class Dispatcher:
         self.sleep = sleep
         self.rand = rand
         self._lock = asyncio.Lock()
+        self._accepting = True
+
+    def stop_accepting(self) -> None:
+        """No new send starts from now on; sends in flight finish.
+
+        What a pass did not start is handed back (``deliver_due``'s ``finally``). Cancelling
+        a send instead would leave its outcome unknown and the receiver would get it twice.
+        """
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
 
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many deliveries were attempted."""
@@ -152,6 +165,8 @@ class Dispatcher:
     async def _send(
         self, channel: Channel, target: str, items: Sequence[tuple[DeliveryRow, Alert]]
     ) -> None:
+        if not self._accepting:
+            return  # stopping: left pending, handed back when the pass ends
         ids = [row.id for row, _ in items if row.id is not None]
         alerts = [alert for _, alert in items]
         try:
@@ -213,7 +228,7 @@ class Dispatcher:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
-        while True:
+        while self._accepting:
             await self.deliver_due()
             nxt = await asyncio.to_thread(self.store.next_due, list(self.channels))
             if nxt is None:
@@ -223,6 +238,7 @@ class Dispatcher:
                 return False
             if wait > 0:
                 await self.sleep(wait)
+        return False
 
     async def close(self) -> None:
         for ch in self.channels.values():
