@@ -35,6 +35,7 @@ class WebhookReceiver:
         self.fail_status = 503
         self.retry_after: str | None = None
         self.delay = 0.0  # seconds before answering (a slow receiver)
+        self.hang_next = 0  # that many requests are never answered (until the sender goes)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -42,6 +43,9 @@ class WebhookReceiver:
         raw = await request.read()
         entry = {"headers": dict(request.headers), "raw": raw}
         self.requests.append(entry)
+        if self.hang_next > 0:
+            self.hang_next -= 1
+            await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.secret is not None:

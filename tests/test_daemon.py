@@ -464,3 +464,45 @@ async def test_sigterm_lets_a_send_in_flight_finish_and_never_repeats_it(world, 
     # what arrived is marked sent; what never started is pending, to go out on the next start
     assert {a for a, st in statuses.items() if st == "sent"} == seen
     assert all(st in ("sent", "pending") for st in statuses.values())
+
+
+async def test_a_killed_once_hands_its_claims_to_the_running_daemon_within_a_minute(
+    world, tmp_path, db_url
+):
+    """`watcher once` SIGKILLed mid-delivery leaves claimed deliveries behind; the daemon
+    takes them over once the dead instance's heartbeat is stale, not after the 15-min lease."""
+    import os
+    import time
+
+    from .support import run_watcher
+
+    sim, hook, _bot, daemon = world
+    env = {
+        "SIM_URL": sim.base_url,
+        "HOOK_URL": hook.url,
+        "TG_TOKEN": TOKEN,
+        "TG_URL": _bot.base_url,
+    }
+    cfg = str(tmp_path / "rules.yaml")
+    assert (await run_watcher("once", "-c", cfg, "--db", db_url, env=env)).code == 0  # baseline
+    sim.step()
+    hook.hang_next = 1
+    once = await asyncio.create_subprocess_exec(
+        WATCHER, "once", "-c", cfg, "--db", db_url,
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    await wait_until(lambda: len(hook.requests) >= 1, timeout=30, what="once's send in flight")
+    once.kill()
+    await once.wait()
+    killed = time.monotonic()
+    claimed = sql(db_url, "SELECT count(*) FROM delivery WHERE claim IS NOT NULL")[0][0]
+    assert claimed >= 1  # the dead instance's claims are in the outbox
+    d = await daemon().start()
+    await wait_until(lambda: pairs(hook.alerts()) == STEP1, timeout=75, what="taken over")
+    took = time.monotonic() - killed
+    assert took < 60, f"took {took:.0f} s"
+    ids = [a["alert_id"] for a in hook.alerts()]
+    assert len(ids) == len(set(ids))
+    assert d.count("event=claims_taken_over") >= 1
+    code, _ = await d.stop()
+    assert code == 0

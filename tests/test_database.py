@@ -17,6 +17,7 @@ from sqlmodel import SQLModel
 
 from watcher.models import Alert, Product
 from watcher.store import Store, schema
+from watcher.store.tables import SCHEMA_VERSION
 
 from .support import WATCHER, run_watcher, sql
 
@@ -45,7 +46,9 @@ def test_migrations_build_exactly_the_schema_the_code_declares(db_url):
             ctx = MigrationContext.configure(conn, opts={"compare_type": False})
             diff = compare_metadata(ctx, SQLModel.metadata)
         assert diff == []
-        assert sql(db_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+        assert sql(db_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+            (str(SCHEMA_VERSION),)
+        ]
     finally:
         store.close()
 
@@ -110,7 +113,9 @@ def test_a_first_schema_database_with_data_is_adopted_and_upgraded(db_url, db_ba
         }
         assert {"ix_alert_cooldown", "ix_alert_detected_at", "ix_delivery_claim"} <= names
         assert "ix_alert_rule_watch_product" not in names
-        assert sql(db_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+        assert sql(db_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+            (str(SCHEMA_VERSION),)
+        ]
     finally:
         store.close()
     # opening it again is a no-op
@@ -128,7 +133,7 @@ async def test_processes_starting_together_migrate_once(db_url):
     for r in results:
         assert r.code == 0, r.stderr
         assert "Traceback" not in r.stderr
-    upgraded = [r for r in results if "upgraded schema none → 0002" in r.stdout]
+    upgraded = [r for r in results if f"upgraded schema none → {schema.head()}" in r.stdout]
     assert len(upgraded) == 1, [r.stdout for r in results]
     assert sum("(up to date)" in r.stdout for r in results) == 3
     assert sql(db_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]

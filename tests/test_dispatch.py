@@ -337,24 +337,65 @@ async def test_retry_after_is_capped(store):
     assert store.next_due() == T0 + timedelta(hours=1)
 
 
-def test_claims_of_a_dead_process_are_released_at_once(tmp_path, db_url):
-    """SIGKILL mid-send: the next process on this host need not wait out the lease."""
+def test_claims_live_as_long_as_their_instance_heartbeat_not_its_pid(db_url):
+    """A process gone without a word (SIGKILL): its claims come back once its heartbeat is
+    HEARTBEAT_TIMEOUT old, whatever PID or host the next process has (in a container the
+    daemon is PID 1 every time, and the old PID looks alive)."""
     import subprocess
     import sys
 
-    url = db_url
-    store = Store(url)
+    from watcher.store import HEARTBEAT_TIMEOUT
+
+    store = Store(db_url)
+    store.register_instance(T0)
     add(store, make_alert(1))
     code = (
         "import sys; from datetime import datetime, UTC; from watcher.store import Store; "
-        "rows = Store(sys.argv[1]).claim_due(datetime(2030, 1, 1, tzinfo=UTC)); "
-        "assert len(rows) == 1"
+        "s = Store(sys.argv[1]); s.register_instance(datetime(2030, 1, 1, tzinfo=UTC)); "
+        "rows = s.claim_due(datetime(2030, 1, 1, tzinfo=UTC)); assert len(rows) == 1"
     )
-    subprocess.run([sys.executable, "-c", code, url], check=True)  # claims, then is gone
-    assert store.due_deliveries(T0 + timedelta(minutes=1)) == []  # leased by the dead one
-    assert store.release_dead_claims(T0) == 1
-    assert [a.alert_id for _, a in store.due_deliveries(T0)] == ["a001"]
-    # our own live claims are left alone
-    store.claim_due(T0)
-    assert store.release_dead_claims(T0) == 0
-    assert store.due_deliveries(T0) == []
+    subprocess.run([sys.executable, "-c", code, db_url], check=True)  # claims, then is gone
+    after = datetime(2030, 1, 1, tzinfo=UTC)
+    assert store.due_deliveries(after + timedelta(minutes=1)) == []  # leased by the dead one
+    # its heartbeat is fresh: it may still be sending, hands off
+    assert store.release_dead_claims(after + HEARTBEAT_TIMEOUT / 2) == 0
+    assert store.due_deliveries(after + timedelta(minutes=1)) == []
+    # three beats missed: it is gone, and what it held is due now
+    assert store.release_dead_claims(after + HEARTBEAT_TIMEOUT * 2) == 1
+    assert [a.alert_id for _, a in store.due_deliveries(after + HEARTBEAT_TIMEOUT * 2)] == ["a001"]
+    # our own claims are never taken from us, however old our heartbeat
+    store.claim_due(after + HEARTBEAT_TIMEOUT * 2)
+    assert store.release_dead_claims(after + timedelta(days=2)) == 0
+    assert store.due_deliveries(after + HEARTBEAT_TIMEOUT * 3) == []
+    # a clean exit hands back at once
+    store.end_instance(after + HEARTBEAT_TIMEOUT * 3)
+    assert len(store.due_deliveries(after + HEARTBEAT_TIMEOUT * 3)) == 1
+    store.close()
+
+
+async def test_the_heartbeat_is_renewed_while_a_send_hangs(db_url, monkeypatch):
+    """A slow send must not look like a dead instance to the others."""
+    from watcher import dispatch
+    from watcher.store import InstanceRow
+
+    monkeypatch.setattr(dispatch, "HEARTBEAT_EVERY", timedelta(seconds=0.05))
+    store = Store(db_url)
+    store.register_instance(T0)
+    add(store, make_alert(1))
+    ch = FakeChannel()
+    ch.hang = True
+    d = Dispatcher(store, {"hook": ch})
+    task = asyncio.create_task(d.deliver_due())
+    await ch.send_started.wait()
+
+    def beat():
+        with store.session() as s:
+            return s.get(InstanceRow, store.instance_id).heartbeat_at
+
+    first = beat()
+    await asyncio.sleep(0.3)
+    assert beat() > first
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await d.close()
+    store.close()

@@ -33,6 +33,7 @@ log = logging.getLogger("watcher.daemon")
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit, all steps together (the promise is 10)
 POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
 FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
+TAKEOVER_EVERY = 10.0  # seconds between looks for claims of dead instances
 CLOSE_RESERVE = 1.5  # seconds before the deadline when no new send may start
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
 
@@ -273,8 +274,16 @@ class Daemon:
     async def _dispatch_loop(self) -> None:
         """Deliver new alerts within a second of being stored, and retries when due."""
         assert self.rt is not None
+        loop = asyncio.get_running_loop()
+        next_takeover = loop.time() + TAKEOVER_EVERY
         while not self._stop.is_set():
             try:
+                if loop.time() >= next_takeover:
+                    # claims of an instance that died (a killed `watcher once`, another
+                    # daemon) come back within HEARTBEAT_TIMEOUT + TAKEOVER_EVERY
+                    next_takeover = loop.time() + TAKEOVER_EVERY
+                    if await asyncio.to_thread(self.rt.store.release_dead_claims):
+                        log.info("event=claims_taken_over")
                 await self.rt.dispatcher.deliver_due()
                 nxt = await asyncio.to_thread(
                     self.rt.store.next_due, list(self.rt.dispatcher.channels)
@@ -282,9 +291,9 @@ class Daemon:
             except Exception as exc:  # a database hiccup must not end delivery for good
                 log.error("event=dispatch_error error=%r", exc)
                 nxt = None
-            wait = 30.0
+            wait = TAKEOVER_EVERY
             if nxt is not None:
-                wait = min(max((nxt - datetime.now(UTC)).total_seconds(), 0.05), 30.0)
+                wait = min(max((nxt - datetime.now(UTC)).total_seconds(), 0.05), TAKEOVER_EVERY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from .channels import Channel
 from .errors import DeliveryError
 from .models import Alert
-from .store import DeliveryRow, Store
+from .store import HEARTBEAT_EVERY, DeliveryRow, Store
 
 log = logging.getLogger("watcher.dispatch")
 
@@ -82,6 +82,7 @@ class Dispatcher:
         self.rand = rand
         self._lock = asyncio.Lock()
         self._accepting = True
+        self._heartbeat: asyncio.Task | None = None
 
     def stop_accepting(self) -> None:
         """No new send starts from now on; sends in flight finish.
@@ -97,6 +98,8 @@ class Dispatcher:
 
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many deliveries were attempted."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         async with self._lock:
             due = await asyncio.to_thread(self.store.claim_due, self.clock(), list(self.channels))
             if not due:
@@ -240,6 +243,19 @@ class Dispatcher:
                 await self.sleep(wait)
         return False
 
+    async def _beat(self) -> None:
+        """Renew this instance's heartbeat while it may hold claims (even mid-send)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
+            try:
+                await asyncio.to_thread(self.store.heartbeat)
+            except Exception as exc:  # a database hiccup: the next beat tries again
+                log.warning("event=heartbeat_failed error=%r", exc)
+
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         for ch in self.channels.values():
             await ch.close()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -17,6 +18,8 @@ from .metrics import Metrics
 from .pipeline import CreditMeter, Pipeline, PollOutcome
 from .sources.client import ProviderClient
 from .store import Store
+
+log = logging.getLogger("watcher.runtime")
 
 
 class Runtime:
@@ -55,10 +58,13 @@ class Runtime:
             dry_run=dry_run,
             subscribers=self.store.subscribers,  # chats that /subscribe'd get alerts too
         )
-        if not dry_run:
-            # deliveries a crashed process on this host had in hand are due again right away
-            self.store.release_dead_claims()
         self.dispatcher = Dispatcher(self.store, build_channels(config, store=self.store))
+        self._registered = False
+        if not dry_run:
+            self.store.register_instance()
+            self._registered = True
+            # deliveries a crashed process had in hand are due again right away
+            self.store.release_dead_claims()
 
     async def poll_all(
         self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None
@@ -80,4 +86,9 @@ class Runtime:
         await self.dispatcher.close()
         for client in self.clients.values():
             await client.close()
+        if self._registered:
+            try:
+                await asyncio.to_thread(self.store.end_instance)
+            except Exception as exc:  # the heartbeat stops anyway: others take over in 30 s
+                log.warning("event=instance_not_ended error=%r", exc)
         self.store.close()

@@ -10,6 +10,7 @@ transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,13 +27,14 @@ from sqlmodel import Session, create_engine, delete
 from ..models import Alert, PricePoint, Tracked
 from . import schema
 from .chats import ChatStore
-from .outbox import CLAIM_LEASE, CLAIM_OWNER, OutboxStore
+from .outbox import CLAIM_LEASE, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, OutboxStore
 from .tables import (
     _SNAPSHOT_UPDATE,
     AlertRow,
     CreditRow,
     DeliveryRow,
     HistoryRow,
+    InstanceRow,
     Mute,
     ProviderState,
     SnapshotRow,
@@ -95,6 +97,7 @@ class Store(OutboxStore, ChatStore):
         migrate: bool = True,
     ) -> None:
         self.url = url or os.environ.get("WATCHER_DB") or default_db_url()
+        self.instance_id = uuid.uuid4().hex  # names this Store's claims (see outbox)
         if must_exist:
             _require_existing(self.url)
         self.engine: Engine = _make_engine(self.url, echo=echo)
@@ -436,11 +439,13 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
 
 __all__ = [
     "CLAIM_LEASE",
-    "CLAIM_OWNER",
+    "HEARTBEAT_EVERY",
+    "HEARTBEAT_TIMEOUT",
     "AlertRow",
     "CreditRow",
     "DeliveryRow",
     "HistoryRow",
+    "InstanceRow",
     "Mute",
     "PollWrite",
     "ProviderState",

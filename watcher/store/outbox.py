@@ -1,7 +1,9 @@
 """The outbox: claim what is due, mark it sent, failed, dead or held.
 
-Claims name their host and pid and carry a lease, so two dispatchers never send the same
-delivery and a crashed one's deliveries come back.
+Claims name the claiming instance (one per Store: a process, never a PID or a host name) and
+carry a lease, so two dispatchers never send the same delivery. An instance renews its
+heartbeat while it runs; the claims of one whose heartbeat stopped (a crash, a SIGKILL, a
+lost machine) are handed back within ``HEARTBEAT_TIMEOUT``, not when the lease runs out.
 """
 
 from __future__ import annotations
@@ -13,25 +15,69 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from ..models import Alert
 from .tables import (
     AlertRow,
     DeliveryRow,
+    InstanceRow,
     alert_from_row,
     as_utc,
     utcnow,
 )
 
-CLAIM_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # host:pid, so a crash can be told
 CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)
+HEARTBEAT_EVERY = timedelta(seconds=10)
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)  # three missed beats: the instance is gone
+INSTANCE_FORGET = timedelta(days=1)  # rows of instances gone this long are deleted
 
 
 class OutboxStore:
     """Outbox methods of ``Store`` (it provides ``session``)."""
 
     session: Any
+    instance_id: str
+
+    # ------------------------------------------------------------ instances
+
+    def register_instance(self, now: datetime | None = None) -> None:
+        """Announce this instance before it claims anything (see ``release_dead_claims``)."""
+        now = as_utc(now or utcnow())
+        with self.session() as s, s.begin():
+            s.add(
+                InstanceRow(
+                    id=self.instance_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def heartbeat(self, now: datetime | None = None) -> None:
+        i = InstanceRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(InstanceRow.__table__)
+                .where(i.id == self.instance_id)
+                .values(heartbeat_at=as_utc(now or utcnow()))
+            )
+
+    def end_instance(self, now: datetime | None = None) -> None:
+        """A clean exit: hand back whatever this instance still holds, and sign off."""
+        now = as_utc(now or utcnow())
+        d = DeliveryRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(DeliveryRow.__table__)
+                .where(d.claim.like(f"{self.instance_id}:%"))
+                .where(d.status == "pending")
+                .values(claim=None, next_attempt_at=now)
+            )
+            s.connection().execute(
+                delete(InstanceRow.__table__).where(InstanceRow.__table__.c.id == self.instance_id)
+            )
 
     # ------------------------------------------------------------ outbox
 
@@ -67,7 +113,7 @@ class OutboxStore:
         retried then: at-least-once.
         """
         now = as_utc(now)
-        token = f"{CLAIM_OWNER}:{uuid.uuid4().hex}"
+        token = f"{self.instance_id}:{uuid.uuid4().hex}"
         d = DeliveryRow.__table__.c
         with self.session() as s, s.begin():
             q = (
@@ -101,23 +147,40 @@ class OutboxStore:
             return [(row, alert_from_row(a)) for row, a in rows]
 
     def release_dead_claims(self, now: datetime | None = None) -> int:
-        """Hand back claims of dispatchers on this host whose process is gone (a crash, a
-        SIGKILL): their deliveries are due now, not when the lease runs out."""
-        host = socket.gethostname()
+        """Hand back the claims of instances that stopped their heartbeat (a crash, a SIGKILL,
+        a lost machine): their deliveries are due now, not when the lease runs out.
+
+        Returns how many claims were released. Claims in the pre-instance form (host:pid:…)
+        are left to their lease: their owner cannot be told alive or dead.
+        """
+        now = as_utc(now or utcnow())
         d = DeliveryRow.__table__.c
+        i = InstanceRow.__table__.c
         with self.session() as s:
+            conn = s.connection()
             tokens = {
                 row[0]
-                for row in s.connection().execute(
+                for row in conn.execute(
                     select(d.claim)
                     .where(d.status == "pending")
-                    .where(d.claim.like(f"{host}:%"))
+                    .where(d.claim.is_not(None))
                     .distinct()
                 )
             }
-        dead = [t for t in tokens if not _pid_alive(t.split(":")[1])]
+            alive = {
+                row[0]
+                for row in conn.execute(
+                    select(i.id).where(i.heartbeat_at >= now - HEARTBEAT_TIMEOUT)
+                )
+            }
+        alive.add(self.instance_id)
+        dead = [t for t in tokens if t.count(":") == 1 and t.split(":", 1)[0] not in alive]
         for token in dead:
-            self.release_claim(token, now or utcnow())
+            self.release_claim(token, now)
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                delete(InstanceRow.__table__).where(i.heartbeat_at < now - INSTANCE_FORGET)
+            )
         return len(dead)
 
     def release_claim(self, token: str, now: datetime) -> None:
@@ -218,13 +281,3 @@ class OutboxStore:
                 select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
             ).all()
         return dict(rows)
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True  # another user's process, or a token we cannot read: leave it be
-    return True

@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from ..models import Alert, Product, Tracked
 
-SCHEMA_VERSION = 2  # meta.schema_version; the Alembic revisions are in migrations/versions
+SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
 
 
 def utcnow() -> datetime:
@@ -160,6 +160,17 @@ class Mute(SQLModel, table=True):
     channel: str = Field(primary_key=True)
     chat_id: int = Field(primary_key=True, sa_type=BigInteger)
     until: datetime
+
+
+class InstanceRow(SQLModel, table=True):
+    """A process that claims deliveries; its claims live as long as its heartbeat does."""
+
+    __tablename__ = "instance"
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
 
 
 class ProviderState(SQLModel, table=True):
