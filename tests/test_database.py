@@ -5,6 +5,7 @@ queries rely on."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -254,3 +255,62 @@ def test_claiming_and_releasing_use_the_claim_and_due_indexes(busy_store):
 def test_recent_alerts_use_the_detected_at_index(busy_store):
     got = plans(busy_store, lambda: busy_store.recent_alerts(limit=5))
     assert "ix_alert_detected_at" in got[0], got
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_retention_prunes_settled_alerts_in_small_batches_and_keeps_what_is_owed(db_url):
+    store = Store(db_url)
+    now = T0 + timedelta(days=200)
+    # 5 old alerts sent, 1 old dead, 1 old still pending (owed!), 2 recent sent
+    olds = [alert(i) for i in range(7)]
+    recent = [replace(alert(100 + i), detected_at=now - timedelta(days=1)) for i in range(2)]
+    store.add_alerts([(a, [("hook", "")]) for a in olds + recent], now=T0)
+    rows = {a.alert_id: d.id for d, a in store.due_deliveries(now)}
+    store.mark_sent([rows[a.alert_id] for a in olds[:5] + recent], T0)
+    store.mark_failed([rows[olds[5].alert_id]], error="gone", dead=True, next_attempt_at=None)
+    sql(
+        db_url,
+        "INSERT INTO history (watch_id, product_id, seq, at, price, present)"
+        " VALUES ('w', 'p', 1, :old, '1', true), ('w', 'p', 2, :new, '2', true)",
+        old=T0,
+        new=now - timedelta(days=1),
+    )
+    batches = []
+    while (got := store.prune_batch(now, timedelta(days=90), batch=2)) != (0, 0):
+        batches.append(got)
+    assert batches == [(2, 0), (2, 0), (2, 0)]  # 6 settled old alerts, two at a time
+    left = {a.alert_id for a, _ in store.recent_alerts(limit=100)}
+    assert left == {olds[6].alert_id, *(a.alert_id for a in recent)}
+    assert sql(db_url, "SELECT count(*) FROM delivery") == [(3,)]
+    assert sql(db_url, "SELECT count(*) FROM history") == [(2,)]  # kept: no history_retention
+    assert store.prune_batch(now, timedelta(days=90), timedelta(days=30)) == (0, 1)
+    assert sql(db_url, "SELECT price FROM history") == [("2",)]
+    store.close()
+
+
+def test_retention_options_are_read_and_checked(tmp_path):
+    from watcher.config import load_config
+    from watcher.errors import ConfigError
+
+    base = (
+        "providers:\n  socialfetch: {api_key: k}\n"
+        "channels:\n  out: {type: console}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(base)
+    cfg = load_config(path)
+    assert (cfg.retention, cfg.history_retention) == (timedelta(days=90), None)
+    path.write_text("retention: 30d\nhistory_retention: 400d\n" + base)
+    cfg = load_config(path)
+    assert (cfg.retention, cfg.history_retention) == (timedelta(days=30), timedelta(days=400))
+    path.write_text("retention: forever\nretension: 1d\n" + base)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    messages = [str(i) for i in caught.value.issues]
+    assert messages[0].startswith(f"{path}:1:12: 'retention': expected a duration")
+    assert messages[1].startswith(f"{path}:2:1: unknown top-level section 'retension'")
+    assert "did you mean 'retention'?" in messages[1]

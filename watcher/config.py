@@ -162,6 +162,9 @@ class Config:
     channels: dict[str, ChannelConfig]
     watches: dict[str, WatchConfig]
     rules: dict[str, RuleConfig]
+    # sent or dead deliveries and their alerts older than this are pruned
+    retention: timedelta = timedelta(days=90)
+    history_retention: timedelta | None = None  # None: change history is kept for charts
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -171,6 +174,13 @@ _SECTIONS = {
     "channels": "a mapping of channel id to its type and settings",
     "watches": "a list of watches, each starting '- id: ...'",
     "rules": "a list of rules, each starting '- id: ...'",
+}
+# Top-level options (scalars beside the sections).
+_OPTIONS = {
+    "retention": Param("duration", doc="prune sent or dead alerts older than this (default 90d)"),
+    "history_retention": Param(
+        "duration", doc="prune change history older than this (default: keep it)"
+    ),
 }
 
 # The keys of every watch type, checked even when a watch's type is unknown.
@@ -208,11 +218,16 @@ def _build(r: Reader, root: Node) -> Config | None:
     if not isinstance(root, MappingNode):
         return None
     for key, (key_node, _) in top.items():
-        if key not in _SECTIONS:
+        if key not in _SECTIONS and key not in _OPTIONS:
             r.issue(
                 key_node,
-                f"unknown top-level section '{key}'{options(key, _SECTIONS)}",
+                f"unknown top-level section '{key}'{options(key, {**_SECTIONS, **_OPTIONS})}",
             )
+    settings = {
+        key: value
+        for key, param in _OPTIONS.items()
+        if key in top and (value := r.value(top[key][1], param, f"'{key}'")) is not None
+    }
     nodes = {name: top[name][1] if name in top else None for name in _SECTIONS}
     providers = _providers(r, nodes["providers"])
     channels = _channels(r, nodes["channels"])
@@ -224,6 +239,7 @@ def _build(r: Reader, root: Node) -> Config | None:
         channels={k: v for k, v in channels.items() if v is not None},
         watches=watches,
         rules=rules,
+        **settings,
     )
 
 

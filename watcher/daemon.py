@@ -33,6 +33,9 @@ log = logging.getLogger("watcher.daemon")
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit, all steps together (the promise is 10)
 POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
 FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
+PRUNE_FIRST = 30.0  # seconds after start for the first retention pass
+PRUNE_EVERY = 3600.0
+PRUNE_PAUSE = 0.1  # seconds between two retention batches
 TAKEOVER_EVERY = 10.0  # seconds between looks for claims of dead instances
 CLOSE_RESERVE = 1.5  # seconds before the deadline when no new send may start
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
@@ -110,6 +113,7 @@ class Daemon:
             self.notify(f"STATUS=watching {len(self.config.watches)} watches")
             log.info("event=started watches=%d", len(self.config.watches))
             tasks = [asyncio.create_task(self._dispatch_loop(), name="dispatch")]
+            tasks.append(asyncio.create_task(self._prune_loop(), name="prune"))
             if (interval := Notifier.watchdog_interval()) is not None:
                 tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
             await self._stop.wait()
@@ -297,6 +301,30 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
+
+    async def _prune_loop(self) -> None:
+        """Retention, off the hot path: small batches with pauses, once an hour."""
+        assert self.rt is not None
+        await asyncio.sleep(PRUNE_FIRST)
+        while True:
+            alerts = history = 0
+            try:
+                while True:
+                    a, h = await asyncio.to_thread(
+                        self.rt.store.prune_batch,
+                        datetime.now(UTC),
+                        self.config.retention,
+                        self.config.history_retention,
+                    )
+                    alerts, history = alerts + a, history + h
+                    if not (a or h):
+                        break
+                    await asyncio.sleep(PRUNE_PAUSE)  # let polls and sends commit between
+            except Exception as exc:  # a database hiccup: try again next time
+                log.error("event=prune_error error=%r", exc)
+            if alerts or history:
+                log.info("event=pruned alerts=%d history=%d", alerts, history)
+            await asyncio.sleep(PRUNE_EVERY)
 
     async def _watchdog(self, interval: float) -> None:
         while not self._stop.is_set():
