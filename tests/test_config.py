@@ -685,6 +685,7 @@ def test_example_shows_every_param():
     for name, ctype in CHANNEL_TYPES.items():
         keys = {k for c in data["channels"].values() if c["type"] == name for k in c}
         missing += [f"{name}.{k}" for k in {*CHANNEL_COMMON, *ctype.params} if k not in keys]
+    missing += [f"top-level {k}" for k in ("retention", "history_retention") if k not in data]
     for name in PROVIDERS:
         missing += [f"{name}.{k}" for k in PROVIDER_PARAMS if k not in data["providers"][name]]
     assert not missing

@@ -56,6 +56,7 @@ class ProviderConfig:
     max_concurrency: int = 4
     requests_per_second: float = 5.0
     daily_credit_budget: int | None = None
+    max_response_mib: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class ChannelConfig:
     secret: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout: timedelta = timedelta(seconds=10)
+    follow_redirects: bool = False
     # telegram
     token: str | None = None
     base_url: str | None = None

@@ -223,6 +223,9 @@ CHANNEL_TYPES: dict[str, ChannelType] = {
                 "secret": Param("str", doc="HMAC-SHA256 signing secret"),
                 "headers": Param("str_map", doc="extra request headers"),
                 "timeout": Param("duration", doc="per request (default 10s)"),
+                "follow_redirects": Param(
+                    "bool", doc="follow redirects (default false); never signed to another host"
+                ),
                 **_DELIVERY,
             },
         ),
@@ -242,5 +245,8 @@ PROVIDER_PARAMS = {
     "max_concurrency": Param("positive_int", doc="in-flight requests (default 4)"),
     "requests_per_second": Param("positive_number", doc="rate limit (default 5)"),
     "daily_credit_budget": Param("positive_int", doc="credits per UTC day, then polls stop"),
+    "max_response_mib": Param(
+        "positive_int", doc="largest page body accepted, after decompression (default 16)"
+    ),
 }
 PROVIDERS = ("socialfetch", "keyapi")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 import aiohttp
+from yarl import URL
 
 from .. import render
 from ..config import ChannelConfig
@@ -17,6 +18,9 @@ from ..models import Alert
 from . import register
 
 RETRYABLE_4XX = {408, 429}
+FOLLOWED = {301, 302, 307, 308}  # re-POSTed with the same body, when follow_redirects is set
+MAX_REDIRECTS = 3
+REPLY_CAP = 64 * 1024  # bytes of a receiver's answer read, at most (its status is what counts)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -58,17 +62,38 @@ class WebhookChannel:
             headers["X-Watcher-Signature"] = sign(self.config.secret, body)
             headers["X-Watcher-Timestamp"] = str(int(time.time()))
         assert self.config.url is not None
+        url = URL(self.config.url)
         try:
-            async with self._client().post(self.config.url, data=body, headers=headers) as resp:
-                if 200 <= resp.status < 300:
-                    return
-                text = (await resp.text(errors="replace"))[:200]
-                retryable = resp.status >= 500 or resp.status in RETRYABLE_4XX
-                raise DeliveryError(
-                    f"webhook {self.id}: HTTP {resp.status} {text!r}",
-                    retryable=retryable,
-                    retry_after=_retry_after(resp.headers.get("Retry-After")),
-                )
+            for _ in range(MAX_REDIRECTS + 1):
+                async with self._client().post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    if 200 <= resp.status < 300:
+                        return
+                    location = resp.headers.get("Location")
+                    if resp.status in FOLLOWED and location and self.config.follow_redirects:
+                        nxt = resp.url.join(URL(location))
+                        if nxt.origin() != url.origin():
+                            # the signature and the channel's headers are for its own host
+                            headers = {"Content-Type": "application/json"}
+                        url = nxt
+                        continue
+                    text = (await resp.content.read(REPLY_CAP)).decode("utf-8", "replace")
+                    if 300 <= resp.status < 400:
+                        raise DeliveryError(
+                            f"webhook {self.id}: HTTP {resp.status} redirect not followed "
+                            "(fix the url, or set follow_redirects: true)",
+                            retryable=False,
+                        )
+                    retryable = resp.status >= 500 or resp.status in RETRYABLE_4XX
+                    raise DeliveryError(
+                        f"webhook {self.id}: HTTP {resp.status} {text[:200]!r}",
+                        retryable=retryable,
+                        retry_after=_retry_after(resp.headers.get("Retry-After")),
+                    )
+            raise DeliveryError(
+                f"webhook {self.id}: more than {MAX_REDIRECTS} redirects", retryable=False
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryError(
                 f"webhook {self.id}: {type(exc).__name__}: {exc}", retryable=True

@@ -14,7 +14,7 @@ import json
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -87,6 +87,37 @@ class _BudgetStop(Exception):
 
 
 _NOT_JSON = object()
+
+
+class BodyTooLarge(FetchError):
+    """A response body over the cap, counted after decompression: a failed page."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"response body over {limit // 2**20} MiB after decompression; not read",
+            retryable=False,
+        )
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or ``BodyTooLarge`` as soon as it passes ``limit`` bytes.
+
+    aiohttp decompresses as it streams, so a gzip bomb is stopped at ``limit`` decoded
+    bytes instead of filling memory.
+    """
+    if response.content_length is not None and response.content_length > limit:
+        raise BodyTooLarge(limit)  # the declared (compressed) size is already over
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+MAX_REDIRECTS = 3  # same-origin redirects followed per request
 
 
 def _decode(body: bytes) -> Any:
@@ -167,6 +198,7 @@ class ProviderClient:
         self._sleep = sleep
         self._random = random
         self._base_url = provider.base_url.rstrip("/")
+        self._max_body = provider.max_response_mib * 2**20
         self._conn: _Connection | None = None
 
     @property
@@ -348,6 +380,9 @@ class ProviderClient:
         """One HTTP request → a parsed page, or a ``FetchError`` saying whether to retry."""
         try:
             reply = await self._send(request)
+        except FetchError:  # a refused redirect, a body over the cap: it was answered
+            self._record(tally, self._spec.charge(None))
+            raise
         except aiohttp.ConnectionTimeoutError as exc:
             self._record(tally, 0)  # nothing was sent
             raise FetchError(
@@ -371,13 +406,27 @@ class ProviderClient:
     async def _send(self, request: Request) -> _Reply:
         conn = self._open()
         url = URL(self._base_url + request.path, encoded=True)
-        async with (
-            conn.semaphore,
-            conn.limiter,
-            conn.session.get(url, params=request.params) as response,
-        ):
-            body = await response.read()
-            return _Reply(response.status, response.reason, response.headers, body)
+        params: Mapping[str, str] | None = request.params
+        async with conn.semaphore, conn.limiter:
+            for _ in range(MAX_REDIRECTS + 1):
+                # Redirects are followed by hand, and only within the provider's origin: the
+                # session carries the API key, which must never reach another host.
+                async with conn.session.get(url, params=params, allow_redirects=False) as resp:
+                    target = resp.headers.get("Location") if 300 <= resp.status < 400 else None
+                    if target is None:
+                        body = await read_capped(resp, self._max_body)
+                        return _Reply(resp.status, resp.reason, resp.headers, body)
+                    nxt = resp.url.join(URL(target))
+                    if nxt.origin() != url.origin():
+                        raise FetchError(
+                            f"HTTP {resp.status} redirect to another origin "
+                            f"({nxt.scheme}://{nxt.host}) refused: the API key stays with "
+                            f"{url.host}",
+                            retryable=False,
+                            status=resp.status,
+                        )
+                    url, params = nxt, None
+            raise FetchError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
     def _interpret(self, source: SourceSpec, reply: _Reply, tally: _Tally) -> ParsedPage:
         spec = self._spec
