@@ -354,7 +354,7 @@ def test_python_dash_m_watcher_help():
 
 CONFIG = """\
 providers:
-  socialfetch: {api_key: sfk, base_url: "${SIM_URL}", requests_per_second: 100}
+  socialfetch: {api_key: "${SF_KEY}", base_url: "${SIM_URL}", requests_per_second: 100}
 channels:
   good: {type: webhook, url: "${GOOD_URL}"}
   gone: {type: webhook, url: "${GONE_URL}"}
@@ -364,6 +364,9 @@ rules:
   - {id: price-drop-10, when: price_drop, min_percent: 10, notify: [gone]}
   - {id: all-time-low, when: lowest_price, notify: [good]}
 """.replace("@STORE@", S.STORE_URL)
+
+
+SF_KEY = "sfk_live_7c1d0e55"
 
 
 @pytest.fixture
@@ -377,7 +380,7 @@ async def world(tmp_path, db_url):
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(CONFIG)
     db = db_url
-    env = clean_env(SIM_URL=sim.base_url, GOOD_URL=good.url, GONE_URL=gone.url)
+    env = clean_env(SIM_URL=sim.base_url, GOOD_URL=good.url, GONE_URL=gone.url, SF_KEY=SF_KEY)
 
     async def cli(*args: str):
         if args[0] == "once":
@@ -475,3 +478,46 @@ async def test_demo_prints_exactly_the_documented_alerts_and_stops_after_its_cyc
     expected = Counter((e.rule, e.watch, e.product_id) for e in DEMO_EXPECTED_ALERTS)
     linked = Counter(a for a in printed if a[2] is not None)
     assert linked <= expected, linked - expected
+
+
+LEAKY = """\
+providers:
+  socialfetch: {api_key: "${SOCIALFETCH_API_KEY}", max_concurrency: "${SOCIALFETCH_API_KEY}",
+                base_url: "${SOCIALFETCH_API_KEY}"}
+channels:
+  out: {type: webhook, url: "${WEBHOOK_SECRET}", secret: "${WEBHOOK_SECRET}",
+        headers: {"X-Key": "${WEBHOOK_SECRET}"}}
+  tg: {type: telegram, token: "${TELEGRAM_BOT_TOKEN}", chat_ids: "${TELEGRAM_BOT_TOKEN}",
+       timezone: "${WEBHOOK_SECRET}"}
+watches:
+  - {id: s, type: search, query: q, every: "${KEYAPI_API_KEY}", region: "${WEBHOOK_SECRET}"}
+rules:
+  - {id: r, when: new_item, notify: [out], cooldown: "${WEBHOOK_SECRET}"}
+  - {id: r2, when: "${WEBHOOK_SECRET}", notify: ["${TELEGRAM_BOT_TOKEN}"]}
+"""
+LOUD = {k: f"{k.lower()}_VALUE_9f3b2" for k in SECRETS}
+
+
+def test_no_secret_value_appears_in_check_output(tmp_path):
+    """Every secret put where it does not belong: each is reported, by position, and no
+    message shows the value (it is written as ${NAME})."""
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(LEAKY)
+    r = watcher("check", "-c", str(cfg), env=clean_env(**LOUD))
+    assert r.returncode == 2
+    assert_no_traceback(r)
+    assert len(r.stderr.splitlines()) >= 9, r.stderr
+    for value in LOUD.values():
+        assert value not in r.stdout + r.stderr
+    assert "${WEBHOOK_SECRET}" in r.stderr
+
+
+async def test_no_secret_value_appears_in_a_verbose_once(world, tmp_path):
+    """A run with failing deliveries, at debug level: the logs name things, never secrets."""
+    cli, good, gone = world
+    sent = await cli("once", "-v", "-v")
+    assert sent.code == 0
+    assert "DEBUG" in sent.stderr  # it really was verbose
+    assert SF_KEY not in sent.stdout + sent.stderr
+    for request in good.requests + gone.requests:  # the receivers are other hosts
+        assert SF_KEY not in repr(request["headers"]) + request["raw"].decode()

@@ -910,3 +910,27 @@ def test_config_is_frozen(tmp_path):
     config = load(tmp_path, STORE + "    every: 1m\n")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.watches["w"].max_pages = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ('{"X-Token": "${TOKEN}"}', "contains a control character"),
+        ('{"X-A": "line\\r\\nInjected: 1"}', "contains a control character"),
+        ('{"Bad Name": "v"}', "is not a valid HTTP header name"),
+        ('{"X-Watcher-Signature": "forged"}', "is set by watcher"),
+    ],
+)
+def test_webhook_headers_that_cannot_be_sent_are_config_errors(tmp_path, header, message):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "providers:\n  socialfetch: {api_key: k}\n"
+        f"channels:\n  out: {{type: webhook, url: 'https://h.example/x', headers: {header}}}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"TOKEN": "abc\nX-Evil: 1"})
+    (issue,) = caught.value.issues
+    assert str(issue).startswith(f"{path}:4:") and message in str(issue), str(issue)
+    assert "X-Evil" not in str(issue)  # the resolved value may be a secret: never shown

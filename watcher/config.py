@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from watcher.configload import ID_ALLOWED, ID_RE, Entries, Reader, options
 from watcher.errors import ConfigError
@@ -380,6 +381,8 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
         values = r.fields(entries, params, what, value, skip=("type",))
         _check_url(r, entries, values, "url", what)
         _check_url(r, entries, values, "base_url", what)
+        if "headers" in entries and isinstance(entries["headers"][1], MappingNode):
+            _check_headers(r, entries["headers"][1], values.get("headers") or {}, what)
         if ctype == "telegram" and values.get("base_url", "").endswith("/"):
             r.issue(
                 entries["base_url"][1],
@@ -389,6 +392,29 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
         if not r.issues:
             out[cid] = _make(ChannelConfig, values, id=cid, type=ctype)
     return out
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+_HEADER_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab: no CR/LF injection
+_OUR_HEADERS = {"content-type", "x-watcher-signature", "x-watcher-timestamp"}
+
+
+def _check_headers(r: Reader, node: MappingNode, resolved: Mapping[str, str], what: str) -> None:
+    """Header names and values that an HTTP client would refuse at send time (or that would
+    split the request) are config errors now, not a failed delivery at 3 a.m."""
+    for key_node, value_node in node.value:
+        name = str(key_node.value)
+        if not _HEADER_NAME.match(name):
+            r.issue(key_node, f"header name {name!r} in {what} is not a valid HTTP header name")
+        elif name.lower() in _OUR_HEADERS:
+            r.issue(key_node, f"header '{name}' in {what} is set by watcher; remove it")
+        value = resolved.get(name, value_node.value if isinstance(value_node, ScalarNode) else "")
+        if _HEADER_BAD.search(str(value)):
+            r.issue(
+                value_node,
+                f"the value of header '{name}' in {what} contains a control character "
+                "(a line break or NUL cannot be sent in a header)",
+            )
 
 
 def _watches(

@@ -7,6 +7,7 @@ becomes ``None``, so one pass over the file reports every issue at its line and 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -80,6 +81,9 @@ class Reader:
         self.regions = regions
         self.issues: list[ConfigIssue] = []
         self._text = ""
+        # values taken from the environment, by variable name: they may be secrets, and no
+        # message shows them (``issue`` writes ${NAME} instead)
+        self._from_env: dict[str, str] = {}
         self._loader = yaml.SafeLoader("")  # for the resolver and scalar constructors
         self._scalars: dict[int, tuple[str, str] | None] = {}
 
@@ -92,6 +96,16 @@ class Reader:
         line, column = self._position(where or 0)
         self.issues.append(ConfigIssue(self.file, line, column, message))
 
+    def _redact(self, message: str) -> str:
+        """Every value that came from the environment written as ${NAME}, longest first
+        (values of one or two characters would only garble the message)."""
+        values = sorted(
+            ((v, n) for n, v in self._from_env.items() if len(v) >= 3), key=lambda p: -len(p[0])
+        )
+        for value, name in values:
+            message = message.replace(value, f"${{{name}}}")
+        return message
+
     def _position(self, index: int) -> tuple[int, int]:
         index = min(index, len(self._text))
         start = self._text.rfind("\n", 0, index) + 1
@@ -99,7 +113,9 @@ class Reader:
 
     def sorted_issues(self) -> list[ConfigIssue]:
         """Every issue once (aliases can repeat one), by line, then column."""
-        unique = dict.fromkeys(self.issues)
+        unique = dict.fromkeys(
+            dataclasses.replace(i, message=self._redact(i.message)) for i in self.issues
+        )
         return sorted(unique, key=lambda i: (i.line, i.column))
 
     # -- parsing --------------------------------------------------------------------------
@@ -331,6 +347,8 @@ class Reader:
                     ok = False
                     continue
                 value = default
+            else:
+                self._from_env[name] = value
             out.append(value)
         out.append(raw[pos:])
         return "".join(out) if ok else None
