@@ -934,3 +934,28 @@ def test_webhook_headers_that_cannot_be_sent_are_config_errors(tmp_path, header,
     (issue,) = caught.value.issues
     assert str(issue).startswith(f"{path}:4:") and message in str(issue), str(issue)
     assert "X-Evil" not in str(issue)  # the resolved value may be a secret: never shown
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("requests_per_second: 0.0000000001", "'requests_per_second' in provider 'socialfetch'"),
+        ("max_concurrency: 100000000", "'max_concurrency' in provider 'socialfetch'"),
+        ("max_response_mib: 4096", "'max_response_mib' in provider 'socialfetch'"),
+    ],
+)
+def test_provider_limits_that_could_not_work_are_config_errors(tmp_path, option, message):
+    """A rate of one request per 300 years passed `check` and hung `watcher once` on its
+    first retry; now `check` says so, with the position."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        f"providers:\n  socialfetch: {{api_key: k, {option}}}\n"
+        "channels:\n  out: {type: console}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (issue,) = caught.value.issues
+    assert str(issue).startswith(f"{path}:2:") and message in str(issue)
+    assert "must be between" in str(issue)

@@ -356,6 +356,9 @@ def _providers(r: Reader, node: Node | None) -> dict[str, ProviderConfig | None]
         r.check_keys(entries, PROVIDER_PARAMS, what)
         values = r.fields(entries, PROVIDER_PARAMS, what, value)
         _check_url(r, entries, values, "base_url", what)
+        _check_range(r, entries, values, "requests_per_second", what, 0.01, 1000)
+        _check_range(r, entries, values, "max_concurrency", what, 1, 1000)
+        _check_range(r, entries, values, "max_response_mib", what, 1, 1024)
         values["base_url"] = values.get("base_url", DEFAULT_BASE_URLS[name]).rstrip("/")
         if not r.issues:
             out[name] = _make(ProviderConfig, values, name=name)
@@ -392,6 +395,16 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
         if not r.issues:
             out[cid] = _make(ChannelConfig, values, id=cid, type=ctype)
     return out
+
+
+def _check_range(
+    r: Reader, entries: Entries, values: Mapping[str, Any], key: str, what: str, lo, hi
+) -> None:
+    """Bounds a value must keep to be usable at run time (a rate of 1e-10 a second would
+    wait for ever; a billion connections would exhaust the machine)."""
+    value = values.get(key)
+    if value is not None and not lo <= value <= hi:
+        r.issue(entries[key][1], f"'{key}' in {what} must be between {lo:g} and {hi:g}")
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
