@@ -314,3 +314,14 @@ def test_retention_options_are_read_and_checked(tmp_path):
     assert messages[0].startswith(f"{path}:1:12: 'retention': expected a duration")
     assert messages[1].startswith(f"{path}:2:1: unknown top-level section 'retension'")
     assert "did you mean 'retention'?" in messages[1]
+
+
+def test_an_in_memory_sqlite_database_is_migrated_in_place():
+    """The migration lock must not open a second (and so different) in-memory database."""
+    store = Store("sqlite://")
+    try:
+        assert store.schema is not None and store.schema.current == schema.head()
+        assert store.subscribe("deals", SUPERGROUP, "all")
+        assert store.subscribers("deals", None, None) == [SUPERGROUP]
+    finally:
+        store.close()

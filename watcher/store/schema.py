@@ -120,6 +120,12 @@ def _is_pre_alembic(conn: Connection) -> bool:
 @contextmanager
 def _locked(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that holds the migration lock until it commits."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        # an in-memory database is this process's alone (and a second engine would open
+        # another one): no lock to take
+        with engine.begin() as conn:
+            yield conn
+        return
     if engine.dialect.name == "sqlite":
         # A connection of its own, with the driver's implicit transactions off, so that
         # BEGIN IMMEDIATE really is the transaction the DDL runs in (pysqlite would otherwise
