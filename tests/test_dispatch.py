@@ -15,6 +15,8 @@ from watcher.errors import DeliveryError
 from watcher.models import Alert, Product
 from watcher.store import Store
 
+from .support import sql
+
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
@@ -357,8 +359,11 @@ def test_claims_live_as_long_as_their_instance_heartbeat_not_its_pid(db_url):
     subprocess.run([sys.executable, "-c", code, db_url], check=True)  # claims, then is gone
     after = datetime(2030, 1, 1, tzinfo=UTC)
     assert store.due_deliveries(after + timedelta(minutes=1)) == []  # leased by the dead one
-    # its heartbeat is fresh: it may still be sending, hands off
-    assert store.release_dead_claims(after + HEARTBEAT_TIMEOUT / 2) == 0
+    # as if it ran in another container (its own PID namespace, maybe the same host name):
+    # its PID says nothing here, only its heartbeat does
+    sql(db_url, "UPDATE instance SET host = 'other-boot/pid:[1]' WHERE id != :me",
+        me=store.instance_id)  # fmt: skip
+    assert store.release_dead_claims(after + HEARTBEAT_TIMEOUT / 2) == 0  # may still be sending
     assert store.due_deliveries(after + timedelta(minutes=1)) == []
     # three beats missed: it is gone, and what it held is due now
     assert store.release_dead_claims(after + HEARTBEAT_TIMEOUT * 2) == 1
@@ -370,6 +375,27 @@ def test_claims_live_as_long_as_their_instance_heartbeat_not_its_pid(db_url):
     # a clean exit hands back at once
     store.end_instance(after + HEARTBEAT_TIMEOUT * 3)
     assert len(store.due_deliveries(after + HEARTBEAT_TIMEOUT * 3)) == 1
+    store.close()
+
+
+def test_a_dead_process_of_this_kernel_and_pid_namespace_is_released_at_once(db_url):
+    """The one case where a PID is proof: same boot, same PID namespace, no such process
+    (a systemd restart). Its claims need not wait for the heartbeat to go stale."""
+    import subprocess
+    import sys
+
+    store = Store(db_url)
+    store.register_instance(T0)
+    add(store, make_alert(1))
+    code = (
+        "import sys; from datetime import datetime, UTC; from watcher.store import Store; "
+        "s = Store(sys.argv[1]); s.register_instance(datetime(2030, 1, 1, tzinfo=UTC)); "
+        "assert len(s.claim_due(datetime(2030, 1, 1, tzinfo=UTC))) == 1"
+    )
+    subprocess.run([sys.executable, "-c", code, db_url], check=True)
+    after = datetime(2030, 1, 1, tzinfo=UTC)
+    assert store.release_dead_claims(after + timedelta(seconds=1)) == 1
+    assert [a.alert_id for _, a in store.due_deliveries(after + timedelta(seconds=1))] == ["a001"]
     store.close()
 
 

@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -48,7 +49,7 @@ class OutboxStore:
             s.add(
                 InstanceRow(
                     id=self.instance_id,
-                    host=socket.gethostname(),
+                    host=_PROCESS_SCOPE or socket.gethostname(),
                     pid=os.getpid(),
                     started_at=now,
                     heartbeat_at=now,
@@ -168,10 +169,14 @@ class OutboxStore:
                 )
             }
             alive = {
-                row[0]
-                for row in conn.execute(
-                    select(i.id).where(i.heartbeat_at >= now - HEARTBEAT_TIMEOUT)
+                iid
+                for iid, scope, pid in conn.execute(
+                    select(i.id, i.host, i.pid).where(i.heartbeat_at >= now - HEARTBEAT_TIMEOUT)
                 )
+                # Beating recently, but visibly gone: same kernel boot and PID namespace, and
+                # no such process. Only then is a PID proof (a reused PID only looks alive,
+                # which falls back to the heartbeat); a restart hands back at once.
+                if not (_PROCESS_SCOPE and scope == _PROCESS_SCOPE and not _pid_alive(pid))
             }
         alive.add(self.instance_id)
         dead = [t for t in tokens if t.count(":") == 1 and t.split(":", 1)[0] not in alive]
@@ -281,3 +286,30 @@ class OutboxStore:
                 select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
             ).all()
         return dict(rows)
+
+
+def _process_scope() -> str | None:
+    """Where a PID means one process: this kernel boot and this PID namespace (Linux).
+
+    Host names do not say it (containers share them), PIDs alone do not (every container's
+    daemon is PID 1), so without /proc there is no scope and only heartbeats count.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or a PID we cannot ask about: alive
+    return True
+
+
+_PROCESS_SCOPE = _process_scope()
