@@ -959,3 +959,19 @@ def test_provider_limits_that_could_not_work_are_config_errors(tmp_path, option,
     (issue,) = caught.value.issues
     assert str(issue).startswith(f"{path}:2:") and message in str(issue)
     assert "must be between" in str(issue)
+
+
+def test_a_loader_failure_is_still_a_config_error_with_a_position(tmp_path, monkeypatch):
+    """`watcher check` exits 0 or 2, nothing else: even a bug in the loader rejects the file."""
+    import watcher.config as config_module
+
+    def broken(*_args):
+        raise MemoryError
+
+    monkeypatch.setattr(config_module, "_build", broken)
+    path = tmp_path / "rules.yaml"
+    path.write_text("watches: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (issue,) = caught.value.issues
+    assert str(issue).startswith(f"{path}:1:1: cannot check this file (MemoryError)")

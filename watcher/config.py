@@ -208,8 +208,14 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             raises nothing else.
     """
     r = Reader(os.fsdecode(path), os.environ if env is None else env, SOCIALFETCH_REGIONS)
-    root = r.load()
-    config = _build(r, root) if root is not None else None
+    try:
+        root = r.load()
+        config = _build(r, root) if root is not None else None
+    except (Exception, RecursionError, MemoryError) as exc:
+        # A loader bug must still end as "config rejected" (exit 2), never a traceback: the
+        # file is what made it fail, so that is where the message points.
+        config = None
+        r.issue(None, f"cannot check this file ({type(exc).__name__}); please report it")
     if r.issues or config is None:
         raise ConfigError(r.sorted_issues())
     return config
