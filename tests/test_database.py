@@ -325,3 +325,25 @@ def test_an_in_memory_sqlite_database_is_migrated_in_place():
         assert store.subscribers("deals", None, None) == [SUPERGROUP]
     finally:
         store.close()
+
+
+async def test_watcher_once_applies_retention_too(db_url, tmp_path):
+    """A cron-driven `watcher once` (no daemon ever runs) must prune as well."""
+    store = Store(db_url)
+    now = datetime.now(UTC)
+    old = replace(alert(1), detected_at=now - timedelta(days=60))
+    recent = replace(alert(2), detected_at=now - timedelta(days=1))
+    store.add_alerts([(old, [("hook", "")]), (recent, [("hook", "")])], now=T0)
+    store.mark_sent([d.id for d, _ in store.due_deliveries(datetime.now(UTC))], T0)
+    store.close()
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(
+        "retention: 30d\n"
+        "providers:\n  socialfetch: {api_key: k, base_url: 'http://127.0.0.1:9'}\n"
+        "channels:\n  out: {type: console}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+    )
+    r = await run_watcher("once", "-c", str(cfg), "--db", db_url)
+    assert r.code == 0, r.stderr
+    assert sql(db_url, "SELECT alert_id FROM alert") == [(recent.alert_id,)]

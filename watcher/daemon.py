@@ -307,23 +307,10 @@ class Daemon:
         assert self.rt is not None
         await asyncio.sleep(PRUNE_FIRST)
         while True:
-            alerts = history = 0
             try:
-                while True:
-                    a, h = await asyncio.to_thread(
-                        self.rt.store.prune_batch,
-                        datetime.now(UTC),
-                        self.config.retention,
-                        self.config.history_retention,
-                    )
-                    alerts, history = alerts + a, history + h
-                    if not (a or h):
-                        break
-                    await asyncio.sleep(PRUNE_PAUSE)  # let polls and sends commit between
+                await self.rt.prune(pause=PRUNE_PAUSE)
             except Exception as exc:  # a database hiccup: try again next time
                 log.error("event=prune_error error=%r", exc)
-            if alerts or history:
-                log.info("event=pruned alerts=%d history=%d", alerts, history)
             await asyncio.sleep(PRUNE_EVERY)
 
     async def _watchdog(self, interval: float) -> None:

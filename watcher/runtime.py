@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from .channels import build_channels
@@ -81,6 +82,28 @@ class Runtime:
             return outcome
 
         return list(await asyncio.gather(*(one(w) for w in watches)))
+
+    async def prune(self, budget: float | None = None, pause: float = 0.1) -> tuple[int, int]:
+        """Retention (config ``retention``, ``history_retention``) in small batches, with a
+        pause between them so polls and sends commit in between; stops after ``budget``
+        seconds. Returns (alerts, history rows) deleted."""
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
+        alerts = history = 0
+        while deadline is None or loop.time() < deadline:
+            a, h = await asyncio.to_thread(
+                self.store.prune_batch,
+                datetime.now(UTC),
+                self.config.retention,
+                self.config.history_retention,
+            )
+            alerts, history = alerts + a, history + h
+            if not (a or h):
+                break
+            await asyncio.sleep(pause)
+        if alerts or history:
+            log.info("event=pruned alerts=%d history=%d", alerts, history)
+        return alerts, history
 
     async def close(self) -> None:
         await self.dispatcher.close()
