@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -78,9 +79,23 @@ class Daemon:
         await self.proc.wait()
 
     async def stop(self) -> int:
+        """SIGTERM once the process can take it: before its first line of Python runs
+        (a few ms after exec), no program can."""
         assert self.proc is not None
+        await wait_for(lambda: catches_sigterm(self.proc.pid), timeout=10)
         self.proc.terminate()
         return await asyncio.wait_for(self.proc.wait(), 15)
+
+
+def catches_sigterm(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone already: terminate() and wait() will say how
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return True
 
 
 def snapshot_prices(engine, ids: list[str]) -> dict[str, Decimal]:

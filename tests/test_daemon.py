@@ -5,6 +5,7 @@ Bot API on 127.0.0.1, second-level intervals, real SIGTERM and SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import socket
@@ -510,3 +511,33 @@ async def test_a_killed_once_hands_its_claims_to_the_running_daemon_within_a_min
         assert (await d.stop())[0] == 0
     finally:
         await d.kill()
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+async def test_sigterm_while_the_config_is_still_being_read_exits_0(tmp_path, db_url):
+    # the config is a FIFO nobody writes to: `watcher run` is stuck reading it, long
+    # before its event loop exists; systemd's SIGTERM there still owes exit 0
+    fifo = tmp_path / "rules.yaml"
+    os.mkfifo(fifo)
+    proc = await asyncio.create_subprocess_exec(
+        WATCHER, "run", "-c", str(fifo), "--db", db_url,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await wait_until(lambda: _catches_sigterm(proc.pid), what="a SIGTERM handler")
+        await asyncio.sleep(0.5)  # well into the imports or the read of the FIFO
+        assert proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err

@@ -1,5 +1,30 @@
-"""``python -m watcher`` is the ``watcher`` command."""
+"""``python -m watcher`` and the ``watcher`` command.
 
-from .cli import main
+``watcher run`` owes exit 0 to a SIGTERM at any moment, also one that arrives while it
+is still importing and reading its config (systemd restarting a unit, a supervisor
+giving up): so the first thing it does is to turn SIGTERM into a KeyboardInterrupt,
+which the CLI answers with exit 0, until the daemon's event loop takes the signal over.
+"""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def _stop_before_start(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["run"]:
+        signal.signal(signal.SIGTERM, _stop_before_start)
+    try:
+        from .cli import main as cli_main
+    except KeyboardInterrupt:
+        return 0
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
