@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -22,7 +23,7 @@ from .diff import diff
 from .errors import PaymentRequired, ProviderUnavailable
 from .models import Alert, AlertDraft, Change, DiffResult, EventKind, PollResult, Tracked
 from .rules import RuleContext, evaluate
-from .store import PollWrite, Store, WatchState, as_utc
+from .store import Credits, PollWrite, ProviderState, Store, WatchState, as_utc
 
 log = logging.getLogger("watcher.pipeline")
 
@@ -46,10 +47,11 @@ def definition_hash(watch: WatchConfig) -> str:
 
 
 class CreditMeter:
-    """Counts credits per provider per UTC day; the clients report, the pipeline flushes.
+    """Counts credits per provider per UTC day; the clients report, the polls commit them.
 
-    The daily budget check reads stored spend plus what is not flushed yet, so a budget holds
-    across runs and processes sharing the database.
+    The daily budget check reads stored spend plus what is not committed yet, so a budget
+    holds across runs and processes sharing the database. Credits a poll takes ride in its
+    own transaction (``take`` then ``settle``); ``flush`` writes the rest on its own.
     """
 
     def __init__(self, store: Store, budgets: Mapping[str, int | None], clock=now_utc) -> None:
@@ -57,9 +59,9 @@ class CreditMeter:
         self._budgets = dict(budgets)
         self._clock = clock
         self._pending: dict[tuple[str, date], list[int]] = {}
+        self._inflight: dict[tuple[str, date], int] = {}
         self._stored: dict[tuple[str, date], int] = {}
-        self._lock = threading.Lock()  # record() runs on the loop, flush() in worker threads
-        self._flush_lock = threading.Lock()  # flush() and refresh() one at a time
+        self._lock = threading.Lock()  # record() runs on the loop, the rest in worker threads
 
     def record(self, provider: str, credits: int) -> None:
         key = (provider, self._clock().date())
@@ -68,36 +70,71 @@ class CreditMeter:
             slot[0] += credits
             slot[1] += 1
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
     def spent_today(self, provider: str) -> int:
         key = (provider, self._clock().date())
         if key not in self._stored:
-            self._stored[key] = self._store.credits_on(provider, key[1])
+            stored = self._store.credits_on(provider, key[1])
+            with self._lock:
+                self._stored.setdefault(key, stored)
         with self._lock:
-            return self._stored[key] + self._pending.get(key, [0, 0])[0]
+            return (
+                self._stored[key] + self._pending.get(key, [0, 0])[0] + self._inflight.get(key, 0)
+            )
 
     def left(self, provider: str) -> int | None:
         budget = self._budgets.get(provider)
         return None if budget is None else budget - self.spent_today(provider)
+
+    def refresh_due(self, provider: str) -> bool:
+        """A budgeted provider's spend is re-read before every poll: another live process
+        may have spent the rest of the day's budget a second ago (one primary-key read)."""
+        return self._budgets.get(provider) is not None
 
     def refresh(self, provider: str) -> None:
         """Re-read today's stored spend of a budgeted provider: other processes spend too."""
         if self._budgets.get(provider) is None:
             return
         key = (provider, self._clock().date())
-        with self._flush_lock:
-            total = self._store.credits_on(provider, key[1])
-            with self._lock:
-                self._stored[key] = total
+        total = self._store.credits_on(provider, key[1])
+        with self._lock:
+            self._stored[key] = total
 
-    def flush(self) -> None:
-        with self._flush_lock:  # a refresh never reads the database halfway through a flush
-            with self._lock:
-                pending, self._pending = self._pending, {}
-                for key, (credits, _requests) in pending.items():
+    def take(self) -> list[Credits]:
+        """Everything recorded and not yet committed, for the caller's transaction."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for key, (credits, _requests) in pending.items():
+                self._inflight[key] = self._inflight.get(key, 0) + credits
+        return [(p, day, c, r) for (p, day), (c, r) in pending.items()]
+
+    def settle(self, taken: list[Credits], committed: bool) -> None:
+        """After the transaction that carried ``taken``: counted as stored, or pending again."""
+        with self._lock:
+            for provider, day, credits, requests in taken:
+                key = (provider, day)
+                self._inflight[key] -= credits
+                if committed:
                     if key in self._stored:
                         self._stored[key] += credits
-            for (provider, day), (credits, requests) in pending.items():
-                self._store.add_credits(provider, day, credits, requests)
+                else:
+                    slot = self._pending.setdefault(key, [0, 0])
+                    slot[0] += credits
+                    slot[1] += requests
+
+    def flush(self) -> None:
+        taken = self.take()
+        if not taken:
+            return
+        ok = False
+        try:
+            self._store.add_spent(taken)
+            ok = True
+        finally:
+            self.settle(taken, ok)
 
 
 # ---------------------------------------------------------------- routing
@@ -146,6 +183,7 @@ class PollOutcome:
     pages: int = 0
     alerts: list[Alert] = field(default_factory=list)
     errors: tuple[str, ...] = ()
+    credits_written: bool = field(default=False, repr=False)  # the poll's write carried them
 
     def summary(self) -> str:
         bits = [f"{self.watch_id}: {self.status}", f"{self.products} products"]
@@ -180,6 +218,11 @@ def _episode(state) -> str:
     return f"{state.seq}:{since}"
 
 
+def _advanced(state: WatchState, values: Mapping[str, object], seq: int) -> WatchState:
+    """The state row as a commit of ``values`` at ``seq`` left it (a fresh object)."""
+    return WatchState(**{**state.model_dump(), **values, "seq": seq})
+
+
 def notice(kind: str, watch_id: str | None, message: str, key: object, now: datetime) -> Alert:
     return Alert(
         alert_id=render.alert_id(None, watch_id, None, kind, None, str(key), 0),
@@ -191,8 +234,19 @@ def notice(kind: str, watch_id: str | None, message: str, key: object, now: date
     )
 
 
+PROVIDER_STATE_TTL = 10.0  # seconds "not paused" is believed without reading it again
+POLLS_PER_REQUEST_SLOT = 2  # polls in flight per provider request slot (max_concurrency)
+
+
 class Pipeline:
-    """Polls watches and commits what they found. Holds no per-poll state between calls."""
+    """Polls watches and commits what they found.
+
+    Between polls it remembers, per watch, the state and snapshot its own last commit
+    left: a poll whose watch it knows reads nothing from the database, and a quiet one
+    writes one small transaction. The database stays the judge: every commit is
+    conditional on the seq the poll started from, and a refused one forgets the watch,
+    so the next poll reads it again.
+    """
 
     def __init__(
         self,
@@ -213,40 +267,80 @@ class Pipeline:
         self.dry_run = dry_run
         self.subscribers = subscribers
         self._probe_locks: dict[str, asyncio.Lock] = {}
+        self._known: dict[str, tuple[WatchState, Mapping[str, Tracked] | None]] = {}
+        self._providers: dict[str, tuple[float, ProviderState | None]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._hashes: dict[str, str] = {}
+
+    def forget(self, watch_id: str | None = None) -> None:
+        """Drop what is remembered (of one watch, or all): the next poll reads the database."""
+        if watch_id is None:
+            self._known.clear()
+            self._providers.clear()
+        else:
+            self._known.pop(watch_id, None)
+
+    def _slot(self, provider: str) -> asyncio.Semaphore:
+        """Polls in flight per provider are bounded, so fetched pages never pile up in
+        memory behind their commits, however many watches are due at once."""
+        slot = self._slots.get(provider)
+        if slot is None:
+            pcfg = self.config.providers.get(provider)
+            n = (pcfg.max_concurrency if pcfg else 4) * POLLS_PER_REQUEST_SLOT
+            slot = self._slots[provider] = asyncio.Semaphore(max(n, 2))
+        return slot
 
     async def poll(self, watch: WatchConfig) -> PollOutcome:
         """Poll one watch end to end; never raises (a bug counts as a failed poll)."""
-        try:
-            return await self._poll(watch)
-        except Exception as exc:  # recorded on the watch and notified like any failure
-            log.exception("event=poll_error watch=%s", watch.id)
-            message = f"internal error: {type(exc).__name__}: {exc}"
+        outcome: PollOutcome | None = None
+        async with self._slot(watch.provider):
             try:
-                return await asyncio.to_thread(self._crashed, watch, message)
-            except Exception:  # the database itself is failing: say so, keep the loop alive
-                log.exception("event=poll_error_not_recorded watch=%s", watch.id)
-                return PollOutcome(watch.id, "failed", errors=(message,))
-        finally:
-            try:
-                await asyncio.to_thread(self.meter.flush)
-            except Exception:
-                log.exception("event=credits_not_recorded")
+                outcome = await self._poll(watch)
+                return outcome
+            except Exception as exc:  # recorded on the watch and notified like any failure
+                log.exception("event=poll_error watch=%s", watch.id)
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                try:
+                    outcome = await asyncio.to_thread(self._crashed, watch, message)
+                    return outcome
+                except Exception:  # the database itself is failing: say so, keep going
+                    log.exception("event=poll_error_not_recorded watch=%s", watch.id)
+                    return PollOutcome(watch.id, "failed", errors=(message,))
+            finally:
+                # credits of a poll that wrote nothing (skipped, dry run, broken database)
+                if (outcome is None or not outcome.credits_written) and self.meter.pending:
+                    try:
+                        await asyncio.to_thread(self.meter.flush)
+                    except Exception:
+                        log.exception("event=credits_not_recorded")
 
     def _crashed(self, watch: WatchConfig, message: str) -> PollOutcome:
+        self.forget(watch.id)
         state = self.store.watch_state(watch.id) or WatchState(watch_id=watch.id)
         result = PollResult(products=(), complete=False, exhausted=False, errors=(message,))
         return self._failed(watch, state, result, self.clock())
 
+    async def _provider_state(self, provider: str, *, fresh: bool = False):
+        hit = self._providers.get(provider)
+        # "not paused" is remembered for a few seconds; a pause is read each time (rare,
+        # and when it ends, or another process ends it, matters to the minute)
+        unpaused = hit is not None and not (hit[1] and hit[1].paused_until)
+        if not fresh and unpaused and time.monotonic() - hit[0] < PROVIDER_STATE_TTL:
+            return hit[1]
+        state = await asyncio.to_thread(self.store.provider_state, provider)
+        self._providers[provider] = (time.monotonic(), state)
+        return state
+
     async def _poll(self, watch: WatchConfig) -> PollOutcome:
         provider = watch.provider
-        pstate = await asyncio.to_thread(self.store.provider_state, provider)
+        pstate = await self._provider_state(provider)
         if not (pstate and pstate.paused_until):
             return await self._poll_watch(watch, probe=False)
         if as_utc(self.clock()) < pstate.paused_until:
             return self._paused(watch)
         # The pause is over: one poll probes; the provider's other watches wait for its answer.
         async with self._probe_locks.setdefault(provider, asyncio.Lock()):
-            pstate = await asyncio.to_thread(self.store.provider_state, provider)
+            pstate = await self._provider_state(provider, fresh=True)
             if pstate and pstate.paused_until:
                 if as_utc(self.clock()) < pstate.paused_until:
                     return self._paused(watch)  # the probe was refused: paused again
@@ -257,18 +351,34 @@ class Pipeline:
     def _paused(watch: WatchConfig) -> PollOutcome:
         return PollOutcome(watch.id, "skipped", errors=(f"{watch.provider} paused (HTTP 402)",))
 
+    def _prepare(
+        self, watch: WatchConfig, def_hash: str
+    ) -> tuple[WatchState, Mapping[str, Tracked] | None]:
+        """What a poll starts from, read in one go (a worker thread)."""
+        if self.meter.refresh_due(watch.provider):
+            self.meter.refresh(watch.provider)
+        known = self._known.get(watch.id)
+        if known is not None:
+            return known
+        if self.dry_run:  # a dry run writes nothing but credits
+            state = self.store.watch_state(watch.id) or WatchState(watch_id=watch.id)
+        else:
+            state = self.store.ensure_watch(watch.id)
+        baseline = not state.baseline_done or state.def_hash != def_hash
+        return state, None if baseline else self.store.load_tracked(watch.id)
+
     async def _poll_watch(self, watch: WatchConfig, *, probe: bool) -> PollOutcome:
         provider = watch.provider
         now = self.clock()
-        await asyncio.to_thread(self.meter.refresh, provider)
-        if self.dry_run:  # a dry run writes nothing but credits
-            state = await asyncio.to_thread(self.store.watch_state, watch.id)
-            state = state or WatchState(watch_id=watch.id)
+        def_hash = self._hashes.get(watch.id)
+        if def_hash is None:
+            def_hash = self._hashes[watch.id] = definition_hash(watch)
+        known = self._known.get(watch.id)
+        if known is None or self.meter.refresh_due(provider):
+            state, previous = await asyncio.to_thread(self._prepare, watch, def_hash)
         else:
-            state = await asyncio.to_thread(self.store.ensure_watch, watch.id)
-        def_hash = definition_hash(watch)
+            state, previous = known
         baseline = not state.baseline_done or state.def_hash != def_hash
-        previous = None if baseline else await asyncio.to_thread(self.store.load_tracked, watch.id)
         try:
             result = await self.sources[provider].poll(watch)
         except PaymentRequired as exc:
@@ -280,6 +390,7 @@ class Pipeline:
             await asyncio.to_thread(
                 self.store.set_provider_state, provider, paused_until=None, pause_notified=False
             )
+            self._providers.pop(provider, None)
         if result.not_found:
             return await asyncio.to_thread(self._not_found, watch, state, now)
         failed = bool(result.errors)
@@ -327,10 +438,6 @@ class Pipeline:
             state_values["empty_episode"] = True
         else:
             state_values["empty_episode"] = False
-        if not baseline:
-            alerts += await asyncio.to_thread(
-                self._evaluate, watch, d, state.seq, now, state.baseline_seq
-            )
         state_values["products"] = sum(1 for t in d.tracked.values() if t.present)
         outcome = PollOutcome(
             watch.id,
@@ -341,14 +448,56 @@ class Pipeline:
             errors=result.errors,
         )
         if self.dry_run:
+            if not baseline:
+                alerts += await asyncio.to_thread(
+                    self._evaluate, watch, d, state.seq, now, state.baseline_seq
+                )
             return outcome
-        write = await asyncio.to_thread(
-            self._write, watch, state.seq, previous, d, baseline, alerts, state_values, now
+        # the one hop of a poll that got an answer: rules' context, then one transaction
+        committed = await asyncio.to_thread(
+            self._finish, watch, state, previous, d, baseline, alerts, state_values, now
         )
-        if not await asyncio.to_thread(self.store.commit_poll, write):
+        outcome.credits_written = True
+        if not committed:
             log.warning("watch=%s poll not committed: another writer committed first", watch.id)
             outcome.status, outcome.alerts = "conflict", []
         return outcome
+
+    def _finish(
+        self,
+        watch: WatchConfig,
+        state: WatchState,
+        previous: Mapping[str, Tracked] | None,
+        d: DiffResult,
+        baseline: bool,
+        alerts: list[Alert],
+        state_values: dict[str, object],
+        now: datetime,
+    ) -> bool:
+        if not baseline:
+            alerts += self._evaluate(watch, d, state.seq, now, state.baseline_seq)
+        write = self._write(watch, state.seq, previous, d, baseline, alerts, state_values, now)
+        taken = self.meter.take()
+        write.credits = taken
+        done = False
+        try:
+            committed = self.store.commit_poll(write)
+            done = True
+        finally:
+            self.meter.settle(taken, done)
+            if not done:
+                self.forget(watch.id)
+        if committed:
+            seq = state.seq + 1 if write.changes else state.seq
+            self._known[watch.id] = (_advanced(state, state_values, seq), d.tracked)
+        else:
+            self.forget(watch.id)
+        return committed
+
+    def _remember_state(self, watch_id: str, values: Mapping[str, object]) -> None:
+        known = self._known.get(watch_id)
+        if known is not None:
+            self._known[watch_id] = (_advanced(known[0], values, known[0].seq), known[1])
 
     # ------------------------------------------------------------ pieces
 
@@ -429,12 +578,13 @@ class Pipeline:
     def _failed(self, watch: WatchConfig, state, result: PollResult, now: datetime) -> PollOutcome:
         values: dict[str, object] = {"last_poll_at": as_utc(now), "last_error": result.errors[-1]}
         alerts = self._health_notices(watch, state, True, result, now, values)
-        if not self.dry_run:
-            self._store_notices(alerts)
-            self.store.update_watch_state(watch.id, **values)
-        return PollOutcome(
+        outcome = PollOutcome(
             watch.id, "failed", pages=result.pages, alerts=alerts, errors=result.errors
         )
+        if not self.dry_run:
+            self._record(watch.id, values, alerts)
+            outcome.credits_written = True
+        return outcome
 
     def _not_found(self, watch: WatchConfig, state, now: datetime) -> PollOutcome:
         alerts: list[Alert] = []
@@ -448,15 +598,16 @@ class Pipeline:
                     now,
                 )
             )
+        outcome = PollOutcome(watch.id, "not_found", alerts=alerts)
         if not self.dry_run:
-            self._store_notices(alerts)
-            self.store.update_watch_state(
-                watch.id,
-                not_found_episode=True,
-                last_poll_at=as_utc(now),
-                last_error="store not found",
-            )
-        return PollOutcome(watch.id, "not_found", alerts=alerts)
+            values = {
+                "not_found_episode": True,
+                "last_poll_at": as_utc(now),
+                "last_error": "store not found",
+            }
+            self._record(watch.id, values, alerts)
+            outcome.credits_written = True
+        return outcome
 
     def _pause_provider(
         self, provider: str, watch: WatchConfig, message: str, now: datetime
@@ -479,12 +630,22 @@ class Pipeline:
             first = self.store.pause_provider(provider, as_utc(until), rows)
         if first:
             alerts.append(paused)
+        self._providers.pop(provider, None)
         log.error("provider=%s paused until %s: %s", provider, until.isoformat(), message)
         return PollOutcome(watch.id, "skipped", alerts=alerts, errors=(message,))
 
-    def _store_notices(self, alerts: list[Alert]) -> None:
-        if alerts:
-            self.store.add_alerts([(a, route(self.config, a, self.subscribers)) for a in alerts])
+    def _record(self, watch_id: str, values: dict[str, object], alerts: list[Alert]) -> None:
+        """A poll without a snapshot: state, notices and credits in one transaction."""
+        rows = [(a, route(self.config, a, self.subscribers)) for a in alerts]
+        taken = self.meter.take()
+        done = False
+        try:
+            self.store.record_poll(watch_id, values, rows, taken)
+            done = True
+        finally:
+            self.meter.settle(taken, done)
+        if done:
+            self._remember_state(watch_id, values)
 
     def _write(
         self,

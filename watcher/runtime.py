@@ -107,6 +107,10 @@ class Runtime:
 
     async def close(self) -> None:
         await self.dispatcher.close()
+        try:  # credits of polls cut short (a stop mid-cycle) are still recorded
+            await asyncio.to_thread(self.meter.flush)
+        except Exception as exc:
+            log.warning("event=credits_not_recorded error=%r", exc)
         for client in self.clients.values():
             await client.close()
         if self._registered:

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, insert, make_url, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, create_engine, delete
 
@@ -54,6 +56,9 @@ from .tables import (
 # ---------------------------------------------------------------- write sets
 
 
+Credits = tuple[str, date, int, int]  # (provider, UTC day, credits, requests)
+
+
 @dataclass
 class PollWrite:
     """Everything one poll commits, prepared by the pipeline, written atomically here.
@@ -71,6 +76,7 @@ class PollWrite:
     replace_snapshot: bool = False
     history: list[tuple[Tracked, bool]] = field(default_factory=list)  # (tracked, present)
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
+    credits: list[Credits] = field(default_factory=list)  # spent, committed either way
 
     @property
     def changes(self) -> bool:
@@ -145,12 +151,35 @@ class Store(OutboxStore, ChatStore):
             s.commit()
 
     def load_tracked(self, watch_id: str) -> dict[str, Tracked]:
-        with self.session() as s:
-            rows = s.exec(select(SnapshotRow).where(SnapshotRow.watch_id == watch_id)).scalars()
+        """The watch's snapshot (Core rows: no ORM objects on the hot path)."""
+        t = SnapshotRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.watch_id == watch_id))
             return {
                 r.product_id: Tracked(product_from_row(r), present=r.present, missed=r.missed)
                 for r in rows
             }
+
+    def record_poll(
+        self,
+        watch_id: str,
+        values: dict[str, Any],
+        notices: list[tuple[Alert, list[tuple[str, str]]]] = (),  # type: ignore[assignment]
+        credits: Iterable[Credits] = (),
+    ) -> None:
+        """A poll that wrote no snapshot (failed, not found): state, notices and credits in
+        one transaction, so a crash leaves the notice and the episode flag together."""
+        ws = WatchState.__table__
+        with self.engine.begin() as conn:
+            if values:
+                moved = conn.execute(
+                    update(ws).where(ws.c.watch_id == watch_id).values(**values)
+                ).rowcount
+                if not moved:
+                    row = WatchState(watch_id=watch_id).model_dump()
+                    conn.execute(insert(ws).values({**row, **values}))
+            self._insert_alerts(conn, list(notices), utcnow())
+            self._add_credits(conn, credits)
 
     def price_history(
         self, watch_id: str, product_ids: Iterable[str], *, since_seq: int = 0
@@ -226,8 +255,7 @@ class Store(OutboxStore, ChatStore):
         transition on the same history has the same alert_id however many quiet polls ran.
         """
         new_seq = w.expected_seq + 1 if w.changes else w.expected_seq
-        with self.session() as s, s.begin():
-            conn = s.connection()
+        with self.engine.begin() as conn:
             ws = WatchState.__table__
             claimed = conn.execute(
                 update(ws)
@@ -235,87 +263,124 @@ class Store(OutboxStore, ChatStore):
                 .where(ws.c.seq == w.expected_seq)
                 .values(seq=new_seq, **w.state)
             )
-            if claimed.rowcount != 1:
-                s.rollback()
-                return False
-            if w.replace_snapshot:
-                conn.execute(delete(SnapshotRow).where(SnapshotRow.watch_id == w.watch_id))
-            fresh = [
-                t for t in w.upserts if w.replace_snapshot or t.product.id not in w.existing_ids
-            ]
-            stale = [
-                t for t in w.upserts if not w.replace_snapshot and t.product.id in w.existing_ids
-            ]
-            if fresh:
-                conn.execute(
-                    insert(SnapshotRow), [snapshot_values(w.watch_id, t, w.now) for t in fresh]
-                )
-            if stale:
-                conn.execute(
-                    _SNAPSHOT_UPDATE, [_update_params(w.watch_id, t, w.now) for t in stale]
-                )
-            if w.history:
-                conn.execute(
-                    insert(HistoryRow),
-                    [
-                        {
-                            "watch_id": w.watch_id,
-                            "product_id": t.product.id,
-                            "seq": new_seq,
-                            "at": w.now,
-                            "price": _str(t.product.price),
-                            "original_price": _str(t.product.original_price),
-                            "discount_percent": t.product.discount_percent,
-                            "rank": t.product.rank,
-                            "sold": t.product.sold,
-                            "present": present,
-                        }
-                        for t, present in w.history
-                    ],
-                )
-            self._insert_alerts(s, w.alerts, w.now)
-        return True
+            if claimed.rowcount == 1:
+                self._write_poll(conn, w, new_seq)
+            self._add_credits(conn, w.credits)
+            return claimed.rowcount == 1
+
+    def _write_poll(self, conn: Connection, w: PollWrite, new_seq: int) -> None:
+        if w.replace_snapshot:
+            conn.execute(delete(SnapshotRow.__table__).where(SnapshotRow.watch_id == w.watch_id))
+        fresh = [t for t in w.upserts if w.replace_snapshot or t.product.id not in w.existing_ids]
+        stale = [t for t in w.upserts if not w.replace_snapshot and t.product.id in w.existing_ids]
+        if fresh:
+            conn.execute(
+                insert(SnapshotRow), [snapshot_values(w.watch_id, t, w.now) for t in fresh]
+            )
+        if stale:
+            conn.execute(_SNAPSHOT_UPDATE, [_update_params(w.watch_id, t, w.now) for t in stale])
+        if w.history:
+            conn.execute(
+                insert(HistoryRow),
+                [
+                    {
+                        "watch_id": w.watch_id,
+                        "product_id": t.product.id,
+                        "seq": new_seq,
+                        "at": w.now,
+                        "price": _str(t.product.price),
+                        "original_price": _str(t.product.original_price),
+                        "discount_percent": t.product.discount_percent,
+                        "rank": t.product.rank,
+                        "sold": t.product.sold,
+                        "present": present,
+                    }
+                    for t, present in w.history
+                ],
+            )
+        self._insert_alerts(conn, w.alerts, w.now)
 
     def add_alerts(
         self, alerts: list[tuple[Alert, list[tuple[str, str]]]], now: datetime | None = None
     ) -> int:
         """Store notices outside a poll commit; returns how many were new."""
-        with self.session() as s, s.begin():
-            return self._insert_alerts(s, alerts, as_utc(now or utcnow()))
+        with self.engine.begin() as conn:
+            return self._insert_alerts(conn, alerts, as_utc(now or utcnow()))
 
     @staticmethod
     def _insert_alerts(
-        s: Session, alerts: list[tuple[Alert, list[tuple[str, str]]]], now: datetime
+        conn: Connection, alerts: list[tuple[Alert, list[tuple[str, str]]]], now: datetime
     ) -> int:
-        added = 0
-        for alert, targets in alerts:
-            if s.get(AlertRow, alert.alert_id) is not None:
-                continue  # the same transition re-processed: one alert_id, once
-            s.add(
-                AlertRow(
-                    alert_id=alert.alert_id,
-                    kind=alert.kind,
-                    rule_id=alert.rule_id,
-                    watch_id=alert.watch_id,
-                    product_id=alert.product.id if alert.product else None,
-                    detected_at=as_utc(alert.detected_at),
-                    batch=alert.batch,
-                    payload=alert_to_payload(alert),
-                )
-            )
-            s.flush()
-            for channel, target in dict.fromkeys(targets):
-                s.add(
-                    DeliveryRow(
-                        alert_id=alert.alert_id,
-                        channel=channel,
-                        target=target,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
-            added += 1
-        return added
+        """Bulk: one lookup of the ids already stored, one insert of each table.
+
+        An alert_id that is stored already is the same transition re-processed (another
+        process, a retried poll): it is skipped, so it is stored and delivered once.
+        """
+        if not alerts:
+            return 0
+        a = AlertRow.__table__.c
+        fresh = list({alert.alert_id: (alert, targets) for alert, targets in alerts}.values())
+        known = set(
+            conn.execute(
+                select(a.alert_id).where(a.alert_id.in_([x.alert_id for x, _ in fresh]))
+            ).scalars()
+        )
+        fresh = [(x, t) for x, t in fresh if x.alert_id not in known]
+        if not fresh:
+            return 0
+        conn.execute(
+            insert(AlertRow.__table__),
+            [
+                {
+                    "alert_id": alert.alert_id,
+                    "kind": alert.kind,
+                    "rule_id": alert.rule_id,
+                    "watch_id": alert.watch_id,
+                    "product_id": alert.product.id if alert.product else None,
+                    "detected_at": as_utc(alert.detected_at),
+                    "batch": alert.batch,
+                    "payload": alert_to_payload(alert),
+                }
+                for alert, _targets in fresh
+            ],
+        )
+        deliveries = [
+            {
+                "alert_id": alert.alert_id,
+                "channel": channel,
+                "target": target,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for alert, targets in fresh
+            for channel, target in dict.fromkeys(targets)
+        ]
+        if deliveries:
+            conn.execute(insert(DeliveryRow.__table__), deliveries)
+        return len(fresh)
+
+    @staticmethod
+    def _add_credits(conn: Connection, credits: Iterable[Credits]) -> None:
+        """Atomic increments in the caller's transaction (an upsert on both backends)."""
+        summed: dict[tuple[str, str], list[int]] = {}
+        for provider, day, n, requests in credits:
+            slot = summed.setdefault((provider, day.isoformat()), [0, 0])
+            slot[0] += n
+            slot[1] += requests
+        if not summed:
+            return
+        t = CreditRow.__table__
+        dialect = conn.dialect.name
+        upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(t)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[t.c.provider, t.c.day],
+            set_={
+                "credits": t.c.credits + upsert.excluded.credits,
+                "requests": t.c.requests + upsert.excluded.requests,
+            },
+        )
+        for (provider, day), (n, requests) in sorted(summed.items()):
+            conn.execute(upsert.values(provider=provider, day=day, credits=n, requests=requests))
 
     # ------------------------------------------------------------ retention
 
@@ -373,28 +438,11 @@ class Store(OutboxStore, ChatStore):
 
     def add_credits(self, provider: str, day: date, credits: int, requests: int) -> None:
         """Atomic increment: concurrent polls (and processes) must never lose credits."""
-        c = CreditRow.__table__.c
-        bump = (
-            update(CreditRow.__table__)
-            .where(c.provider == provider)
-            .where(c.day == day.isoformat())
-            .values(credits=c.credits + credits, requests=c.requests + requests)
-        )
-        for _ in range(2):
-            try:
-                with self.session() as s, s.begin():
-                    if s.connection().execute(bump).rowcount == 0:
-                        s.add(
-                            CreditRow(
-                                provider=provider,
-                                day=day.isoformat(),
-                                credits=credits,
-                                requests=requests,
-                            )
-                        )
-                return
-            except IntegrityError:
-                continue  # another writer inserted the day's row first: bump it instead
+        self.add_spent([(provider, day, credits, requests)])
+
+    def add_spent(self, credits: Iterable[Credits]) -> None:
+        with self.engine.begin() as conn:
+            self._add_credits(conn, credits)
 
     def credits_on(self, provider: str, day: date) -> int:
         with self.session() as s:
@@ -439,7 +487,7 @@ class Store(OutboxStore, ChatStore):
                                 provider=provider, paused_until=until, pause_notified=True
                             )
                         )
-                    self._insert_alerts(s, notices or [], utcnow())
+                    self._insert_alerts(conn, notices or [], utcnow())
                     return True
             except IntegrityError:
                 continue  # another writer created the row first: update it instead
@@ -495,6 +543,7 @@ __all__ = [
     "HEARTBEAT_TIMEOUT",
     "AlertRow",
     "CreditRow",
+    "Credits",
     "DeliveryRow",
     "HistoryRow",
     "InstanceRow",
