@@ -5,6 +5,7 @@ Bot API on 127.0.0.1, second-level intervals, real SIGTERM and SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -541,3 +542,28 @@ async def test_sigterm_while_the_config_is_still_being_read_exits_0(tmp_path, db
             await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
+
+
+def test_interval_watches_keep_a_stable_phase_and_never_drift():
+    from datetime import UTC, datetime, timedelta
+
+    from watcher.daemon import GridTrigger, phase_of
+
+    every = 300.0
+    phases = sorted(phase_of(f"store-{i}", every) for i in range(1000))
+    assert phases == sorted(phase_of(f"store-{i}", every) for i in range(1000))  # stable
+    assert all(0 <= p < every for p in phases)
+    # spread evenly: each tenth of the interval holds about a tenth of the watches
+    tenths = Counter(int(p // (every / 10)) for p in phases)
+    assert set(tenths) == set(range(10)) and max(tenths.values()) < 140
+    trigger = GridTrigger(every, phase_of("store-1", every))
+    start = datetime(2026, 12, 3, 12, 0, 7, 123000, tzinfo=UTC)
+    # the first poll runs at start; the next is on the grid, at least half an interval on
+    fire = trigger.get_next_fire_time(start, start)
+    assert every / 2 <= (fire - start).total_seconds() < 1.5 * every
+    fires = [fire]
+    for _ in range(1000):  # a run that starts late does not move the next one
+        fires.append(trigger.get_next_fire_time(fires[-1], fires[-1] + timedelta(seconds=9)))
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
+    assert gaps == {every}
+    assert (fires[-1].timestamp() - trigger.phase) % every == pytest.approx(0, abs=1e-3)

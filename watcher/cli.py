@@ -87,6 +87,9 @@ def _setup_logging(verbose: int) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # APScheduler says "Running job ..." and "executed successfully" for every poll: only
+    # at -vv, where one asks for everything
+    logging.getLogger("apscheduler").setLevel(level if verbose >= 2 else logging.WARNING)
 
 
 def _load(path: str) -> Config:

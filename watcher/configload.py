@@ -18,7 +18,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import yaml
-from apscheduler.triggers.cron import CronTrigger
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from watcher.errors import ConfigIssue
@@ -644,6 +643,8 @@ def _cron(r: Reader, node: Node, where: str) -> str:
         raise _Bad(f"invalid weekday field '{parts[4]}'; use 0-7 or sun..sat")
     expr = " ".join([*parts[:4], weekdays])
     try:
+        from apscheduler.triggers.cron import CronTrigger  # only for configs with a cron
+
         CronTrigger.from_crontab(expr, timezone="UTC")
     except ValueError as e:
         raise _Bad(str(e)) from None

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from aiohttp import web
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Config, WatchConfig
 from .metrics import Metrics
@@ -41,16 +42,41 @@ CLOSE_RESERVE = 1.5  # seconds before the deadline when no new send may start
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
 
 
-def jitter_for(every: timedelta) -> float:
-    """A little jitter so watches with one interval don't hit the API in lockstep."""
-    return min(every.total_seconds() * 0.1, 30.0)
+def phase_of(watch_id: str, every: float) -> float:
+    """Where in its interval a watch polls, from a hash of its id: stable across restarts,
+    and a fleet of watches with one interval spreads evenly over it."""
+    digest = hashlib.blake2b(watch_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * every
+
+
+class GridTrigger(BaseTrigger):
+    """Fires on ``phase + k * every`` (UTC epoch seconds), never less than half an interval
+    after the previous run: no jitter to accumulate, so a watch never drifts, and the first
+    poll (run at start, off the grid) is followed by the grid's next point."""
+
+    def __init__(self, every: float, phase: float) -> None:
+        self.every = every
+        self.phase = phase
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        earliest = (
+            previous_fire_time.timestamp() + self.every / 2
+            if previous_fire_time is not None
+            else now.timestamp()
+        )
+        k = math.ceil((earliest - self.phase) / self.every)
+        return datetime.fromtimestamp(self.phase + k * self.every, tz=UTC)
+
+    def __str__(self) -> str:
+        return f"every {self.every:g}s at +{self.phase:.1f}s"
 
 
 def trigger_for(watch: WatchConfig):
     if watch.cron:
         return CronTrigger.from_crontab(watch.cron, timezone=UTC)
     assert watch.every is not None
-    return IntervalTrigger(seconds=watch.every.total_seconds(), jitter=jitter_for(watch.every))
+    every = watch.every.total_seconds()
+    return GridTrigger(every, phase_of(watch.id, every))
 
 
 class Notifier:
@@ -168,7 +194,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         now = datetime.now(UTC)
-        for i, watch in enumerate(self.config.watches.values()):
+        for watch in self.config.watches.values():
             self.scheduler.add_job(
                 self._poll_job,
                 trigger_for(watch),
@@ -178,8 +204,9 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=MISFIRE_GRACE,
-                # first poll right away, lightly staggered
-                next_run_time=now + timedelta(seconds=min(i * 0.2, 5) + random.random() * 0.1),
+                # every watch polls right away (the pipeline's slots pace them), then on
+                # its own phase of its interval
+                next_run_time=now,
             )
         self.scheduler.start()
 
@@ -232,6 +259,10 @@ class Daemon:
         started_at = asyncio.get_running_loop().time()
         try:
             outcome = await self.rt.pipeline.poll(self.config.watches[watch_id])
+        except asyncio.CancelledError:
+            # a stop cut it short: the stop logs one line for all of them (APScheduler
+            # would log a traceback for each)
+            return
         finally:
             self._polls.discard(task)
         self.metrics.poll_duration.labels(watch=watch_id).observe(time.perf_counter() - started)
@@ -331,6 +362,8 @@ class Daemon:
 
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.pause()
+        if self.rt is not None:
+            self.rt.pipeline.stop_starting()
         if self._polls:
             _done, pending = await asyncio.wait(set(self._polls), timeout=left(POLL_GRACE))
             for t in pending:

@@ -271,6 +271,11 @@ class Pipeline:
         self._providers: dict[str, tuple[float, ProviderState | None]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._hashes: dict[str, str] = {}
+        self._stopping = False
+
+    def stop_starting(self) -> None:
+        """Polls still waiting for a slot end at once (skipped); polls in flight go on."""
+        self._stopping = True
 
     def forget(self, watch_id: str | None = None) -> None:
         """Drop what is remembered (of one watch, or all): the next poll reads the database."""
@@ -294,6 +299,8 @@ class Pipeline:
         """Poll one watch end to end; never raises (a bug counts as a failed poll)."""
         outcome: PollOutcome | None = None
         async with self._slot(watch.provider):
+            if self._stopping:  # waited for a slot through a stop: never started, no cost
+                return PollOutcome(watch.id, "skipped", errors=("stopping",))
             try:
                 outcome = await self._poll(watch)
                 return outcome

@@ -10,15 +10,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .channels import build_channels
 from .config import Config
 from .dispatch import Dispatcher
-from .metrics import Metrics
 from .pipeline import CreditMeter, Pipeline, PollOutcome
 from .sources.client import ProviderClient
 from .store import Store
+
+if TYPE_CHECKING:  # prometheus-client only where metrics are served (the daemon)
+    from .metrics import Metrics
 
 log = logging.getLogger("watcher.runtime")
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, insert, make_url, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -371,7 +370,12 @@ class Store(OutboxStore, ChatStore):
             return
         t = CreditRow.__table__
         dialect = conn.dialect.name
-        upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(t)
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            upsert = pg_insert(t)
+        else:
+            upsert = sqlite_insert(t)
         upsert = upsert.on_conflict_do_update(
             index_elements=[t.c.provider, t.c.day],
             set_={
