@@ -7,10 +7,12 @@ repeats it (at-least-once); receivers drop repeats by ``alert_id``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,6 +30,7 @@ BACKOFF_BASE = 2.0
 BACKOFF_FACTOR = 4
 BACKOFF_CAP = 3600.0
 RETRY_AFTER_CAP = 3600.0  # a receiver's Retry-After is honoured, up to an hour
+WEBHOOK_SENDS = 8  # requests in flight per webhook channel (a chat gets its alerts in order)
 
 
 def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -83,6 +86,36 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._accepting = True
         self._heartbeat: asyncio.Task | None = None
+        # the outbox's reads and writes never queue behind the polls' database work
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dispatch")
+        self._mark_lock = asyncio.Lock()
+        self._marks: tuple[list[int], asyncio.Future] | None = None
+        self._sends: dict[str, asyncio.Semaphore] = {}
+
+    async def _db(self, fn: Callable[..., object], *args: object, **kwargs: object):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _mark_sent(self, ids: list[int]) -> None:
+        """Sends that finish while a mark is being written are marked together next, in one
+        transaction; each send still returns only once its own mark is committed."""
+        if self._marks is None:
+            self._marks = ([], asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().create_task(self._flush_marks())
+        batch, done = self._marks
+        batch.extend(ids)
+        await asyncio.shield(done)
+
+    async def _flush_marks(self) -> None:
+        async with self._mark_lock:
+            assert self._marks is not None
+            (ids, done), self._marks = self._marks, None
+            try:
+                await self._db(self.store.mark_sent, ids, self.clock())
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
 
     def stop_accepting(self) -> None:
         """No new send starts from now on; sends in flight finish.
@@ -101,12 +134,12 @@ class Dispatcher:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         async with self._lock:
-            due = await asyncio.to_thread(self.store.claim_due, self.clock(), list(self.channels))
+            due = await self._db(self.store.claim_due, self.clock(), list(self.channels))
             if not due:
                 return 0
             token = due[0][0].claim
             try:
-                mutes = await asyncio.to_thread(self.store.mutes)
+                mutes = await self._db(self.store.mutes)
                 groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
                 for row, alert in due:
                     groups[(row.channel, row.target)].append((row, alert))
@@ -142,7 +175,7 @@ class Dispatcher:
         until = self.hold_until(channel, key[1], mutes)
         if until is not None:
             ids = [row.id for row, _ in items if row.id is not None]
-            await asyncio.to_thread(self.store.hold, ids, until)
+            await self._db(self.store.hold, ids, until)
             log.info(
                 "channel=%s target=%s holding %d alerts until %s",
                 channel.id,
@@ -158,12 +191,27 @@ class Dispatcher:
         by_batch: dict[str, list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
         for item in items:
             by_batch[item[1].batch].append(item)
+        if channel.config.type != "webhook":  # a chat reads its alerts in order
+            for batch in by_batch.values():
+                if len(batch) > channel.config.group_over:
+                    await self._send(channel, key[1], batch)
+                else:
+                    for item in batch:
+                        await self._send(channel, key[1], [item])
+            return
+        slots = self._sends.setdefault(channel.id, asyncio.Semaphore(WEBHOOK_SENDS))
+
+        async def one(items: Sequence[tuple[DeliveryRow, Alert]]) -> None:
+            async with slots:
+                await self._send(channel, key[1], items)
+
+        sends = []
         for batch in by_batch.values():
             if len(batch) > channel.config.group_over:
-                await self._send(channel, key[1], batch)
+                sends.append(one(batch))
             else:
-                for item in batch:
-                    await self._send(channel, key[1], [item])
+                sends += [one([item]) for item in batch]
+        await asyncio.gather(*sends)
 
     async def _send(
         self, channel: Channel, target: str, items: Sequence[tuple[DeliveryRow, Alert]]
@@ -187,7 +235,7 @@ class Dispatcher:
             if exc.retry_after is not None:
                 delay = min(max(exc.retry_after, 0.0), RETRY_AFTER_CAP)
             next_at = None if dead else self.clock() + timedelta(seconds=delay)
-            await asyncio.to_thread(
+            await self._db(
                 self.store.mark_failed, ids, error=str(exc), dead=dead, next_attempt_at=next_at
             )
             self._count(channel.id, "dead" if dead else "retry", len(ids))
@@ -211,7 +259,7 @@ class Dispatcher:
                     exc,
                 )
             return
-        await asyncio.to_thread(self.store.mark_sent, ids, self.clock())
+        await self._mark_sent(ids)
         self._count(channel.id, "sent", len(ids))
         log.info(
             "channel=%s target=%s sent alerts=%s",
@@ -233,7 +281,7 @@ class Dispatcher:
         deadline = loop.time() + budget
         while self._accepting:
             await self.deliver_due()
-            nxt = await asyncio.to_thread(self.store.next_due, list(self.channels))
+            nxt = await self._db(self.store.next_due, list(self.channels))
             if nxt is None:
                 return True
             wait = (nxt - self.clock()).total_seconds()
@@ -248,7 +296,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
             try:
-                await asyncio.to_thread(self.store.heartbeat)
+                await self._db(self.store.heartbeat)
             except Exception as exc:  # a database hiccup: the next beat tries again
                 log.warning("event=heartbeat_failed error=%r", exc)
 
@@ -259,3 +307,4 @@ class Dispatcher:
             self._heartbeat = None
         for ch in self.channels.values():
             await ch.close()
+        self._executor.shutdown(wait=False)
