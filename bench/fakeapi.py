@@ -3,8 +3,8 @@
 Runs in its own process so its CPU never counts as watcher's. Besides the simulator's
 endpoints it serves:
 
-* ``POST /_bench/reprice`` ``{"stores": k}``: drop the price of the first product of the
-  first k stores by 20 %; the time each such store's changed page is first served is kept;
+* ``POST /_bench/reprice`` ``{"stores": k}``: drop the price of one product (the next one
+  at each call) of each of the first k stores by 20 %; the time each such store's changed page is first served is kept;
 * ``POST /_bench/hook``: a webhook receiver (first arrival time per watch id);
 * ``GET /_bench/report``: request times, changed-page serve times (by watch id) and webhook
   arrivals,
@@ -59,6 +59,7 @@ def build(args: argparse.Namespace) -> tuple[Simulator, web.Application]:
 
     served: list[float] = []  # monotonic time of every API answer
     changed: dict[str, float | None] = {}  # store url -> first serve of its changed page
+    reprices = [0]
     hooks: dict[str, float] = {}  # watch id -> first alert of it
 
     @web.middleware
@@ -76,9 +77,11 @@ def build(args: argparse.Namespace) -> tuple[Simulator, web.Application]:
 
     async def reprice(request: web.Request) -> web.Response:
         k = (await request.json())["stores"]
+        nth = reprices[0] % args.products  # each call another product: no rule cooldown
+        reprices[0] += 1
         for i in range(k):
             store = world.stores[store_url(i)]
-            item = store.products[0]
+            item = store.products[nth]
             assert item.price is not None
             item.reprice(f"{(item.price * Decimal('0.8')).quantize(Decimal('0.01'))}")
             changed[f"s{i:05d}"] = None  # the watch id bench_daemon gives store i

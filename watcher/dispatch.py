@@ -134,12 +134,11 @@ class Dispatcher:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         async with self._lock:
-            due = await self._db(self.store.claim_due, self.clock(), list(self.channels))
+            due, mutes = await self._db(self._claim, self.clock())
             if not due:
                 return 0
             token = due[0][0].claim
             try:
-                mutes = await self._db(self.store.mutes)
                 groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
                 for row, alert in due:
                     groups[(row.channel, row.target)].append((row, alert))
@@ -150,6 +149,11 @@ class Dispatcher:
                 if token is not None:
                     self.store.release_claim(token, self.clock())
             return len(due)
+
+    def _claim(self, now: datetime):
+        """What is due, and the mutes that may hold it: one trip to the database thread."""
+        due = self.store.claim_due(now, list(self.channels))
+        return due, (self.store.mutes() if due else {})
 
     def hold_until(
         self, channel: Channel, target: str, mutes: Mapping[tuple[str, int], datetime]
