@@ -4,7 +4,8 @@ Runs in its own process so its CPU never counts as watcher's. Besides the simula
 endpoints it serves:
 
 * ``POST /_bench/reprice`` ``{"stores": k}``: drop the price of one product (the next one
-  at each call) of each of the first k stores by 20 %; the time each such store's changed page is first served is kept;
+  at each call) of each of the first k stores by 20 %; the time each such store's
+  changed page is first served is kept;
 * ``POST /_bench/hook``: a webhook receiver (first arrival time per watch id);
 * ``GET /_bench/report``: request times, changed-page serve times (by watch id) and webhook
   arrivals,

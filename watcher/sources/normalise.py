@@ -13,11 +13,12 @@ Nothing but ``MalformedPayload`` ever leaves a parser.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from watcher.errors import FetchError
 from watcher.models import Product
@@ -91,6 +92,25 @@ _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _BREAKS = re.compile("[\t\n\r]")
 
 
+_T = TypeVar("_T")
+
+
+def _memo(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """Remember a scalar converter's answers for strings and ints (exact types: ``True``
+    must not hit ``1``'s entry, nor ``Decimal("1.0")`` that of ``"1.00"``). A poll reads the
+    same few hundred price, count and text values again and again."""
+    cached = functools.lru_cache(maxsize=8192)(fn)
+
+    @functools.wraps(fn)
+    def call(value: Any) -> _T:
+        kind = type(value)
+        if kind is str or kind is int:
+            return cached(value)
+        return fn(value)
+
+    return call
+
+
 def _clean(text: str) -> str:
     return _CONTROLS.sub("", _BREAKS.sub(" ", text)) if not text.isprintable() else text
 
@@ -105,6 +125,7 @@ def _sub(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+@_memo
 def _text(value: Any) -> str | None:
     """A non-blank string, cleaned of control characters, else None (lenient: envelopes)."""
     if not isinstance(value, str):
@@ -207,12 +228,14 @@ def _bounded(value: Any, limit: Decimal, places: int) -> Decimal | None:
     return number
 
 
+@_memo
 def _price(value: Any) -> Decimal | None:
     """A price: see the bounds above; absurd prices ("1e30", 9.99999, NaN) become None."""
     price = _bounded(value, MAX_PRICE, PRICE_PLACES)
     return None if price is None or price == MAX_PRICE else price
 
 
+@_memo
 def _rating(value: Any) -> Decimal | None:
     """A 0..5 rating, rounded half-up to 2 places when upstream sends a longer fraction."""
     number = _decimal(value)
@@ -228,6 +251,7 @@ def _rating(value: Any) -> Decimal | None:
         return None
 
 
+@_memo
 def _count(value: Any) -> int | None:
     """A whole number 0 <= n < 10**12 (int, integral number, or digit string); else None."""
     if isinstance(value, bool) or value is None:
@@ -249,6 +273,7 @@ def _round(value: Decimal) -> int:
     return int(value.quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
+@_memo
 def _parse_percent(value: Any) -> int | None:
     """ "42%", "-40%", "42" or 42 → 42 (rounded half-up); anything outside 0..100 → None."""
     if isinstance(value, bool) or value is None:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, create_engine, delete
 
-from ..models import Alert, PricePoint, Tracked
+from ..models import PRODUCT_FIELDS, Alert, PricePoint, Product, Tracked
 from . import schema
 from .chats import ChatStore
 from .outbox import CLAIM_LEASE, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, OutboxStore
@@ -46,10 +46,15 @@ from .tables import (
     alert_to_payload,
     as_utc,
     product_from_json,
-    product_from_row,
     product_to_json,
     snapshot_values,
     utcnow,
+)
+
+# the snapshot columns in ``Product``'s field order (``id`` is ``product_id``)
+_PRODUCT_COLUMNS = tuple(f for f in PRODUCT_FIELDS if f != "id")
+_DECIMAL_POSITIONS = tuple(
+    i for i, f in enumerate(PRODUCT_FIELDS) if f in ("price", "original_price", "rating")
 )
 
 # ---------------------------------------------------------------- write sets
@@ -150,14 +155,22 @@ class Store(OutboxStore, ChatStore):
             s.commit()
 
     def load_tracked(self, watch_id: str) -> dict[str, Tracked]:
-        """The watch's snapshot (Core rows: no ORM objects on the hot path)."""
+        """The watch's snapshot: the product columns only, straight into ``Product``s (no
+        ORM objects, no timestamps to parse; a ``watcher once`` of many watches reads
+        every snapshot, so this is on its hot path)."""
         t = SnapshotRow.__table__
+        columns = [t.c.product_id, *(t.c[f] for f in _PRODUCT_COLUMNS), t.c.present, t.c.missed]
+        decimals = _DECIMAL_POSITIONS
+        out: dict[str, Tracked] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t).where(t.c.watch_id == watch_id))
-            return {
-                r.product_id: Tracked(product_from_row(r), present=r.present, missed=r.missed)
-                for r in rows
-            }
+            rows = conn.execute(select(*columns).where(t.c.watch_id == watch_id)).all()
+        for row in rows:
+            values = list(row[:-2])
+            for i in decimals:
+                if values[i] is not None:
+                    values[i] = Decimal(values[i])
+            out[row[0]] = Tracked(Product(*values), present=row[-2], missed=row[-1])
+        return out
 
     def record_poll(
         self,

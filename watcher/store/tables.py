@@ -191,14 +191,6 @@ def _str(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def product_from_row(row: Any) -> Product:
-    """A snapshot row back to a ``Product`` (the same columns as the JSON form, but the id)."""
-    values = {f: getattr(row, f) for f in Product.__dataclass_fields__ if f != "id"}
-    product = product_from_json({**values, "id": row.product_id})
-    assert product is not None
-    return product
-
-
 def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
     product = product_to_json(t.product)
     assert product is not None
