@@ -486,6 +486,34 @@ async def test_concurrent_polls_of_one_change_commit_once(sim, db, tmp_path):
         assert acv == [(S.ACV, "19.99"), (S.ACV, "16.99")]  # the change recorded once
 
 
+async def test_a_process_whose_memory_is_stale_loses_its_commit_then_reads_the_winners(
+    sim, db, tmp_path
+):
+    """Each process remembers what its own last commit left; another process's commit
+    makes that memory stale, and the seq guard is what catches it."""
+    cfg = make_config(tmp_path, sim, [STORE_WATCH], [{**DROP_RULE, "cooldown": "1s"}])
+    acv = sim.world.stores[S.STORE_URL].product(S.ACV)
+    async with runtime(cfg, db) as a, runtime(cfg, db) as b:
+        assert (await poll(a, "goli")).status == "baseline"
+        assert (await poll(b, "goli")).status == "ok"  # b remembers the baseline
+        acv.reprice("15.00")
+        first = await poll(a, "goli")
+        assert [x.product.id for x in first.alerts] == [S.ACV]
+        before = api_requests(sim)
+        stale = await poll(b, "goli")  # b still knows ACV at 19.99: its commit is refused
+        assert stale.status == "conflict" and stale.alerts == []
+        assert api_requests(sim) > before  # it did poll (the refusal is at the commit)
+        again = await poll(b, "goli")  # read from the database: the drop is old news
+        assert again.status == "ok" and again.alerts == []
+        acv.reprice("12.00")
+        await asyncio.sleep(1.1)  # past the rule's cooldown of the first drop
+        nxt = await poll(b, "goli")
+        assert [(x.product.id, x.previous.price) for x in nxt.alerts] == [
+            (S.ACV, Decimal("15.00"))
+        ]
+        assert len(stored(a)) == 2  # 19.99 → 15.00 once, 15.00 → 12.00 once
+
+
 # ---------------------------------------------------------------- 8. alert_id
 
 
