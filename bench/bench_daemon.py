@@ -291,6 +291,44 @@ def bench_cycle(work: Path, repeat: int, have_uw: bool) -> None:
         fake.close()
 
 
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_steady(work: Path, repeat: int, have_uw: bool) -> None:
+    """The daemon's own CPU per poll once it runs (200 stores every 10 s), vs urlwatch's
+    CPU per page of a whole run (its start-up included: it has no steady state)."""
+    fake = Fake(200, 20)
+    try:
+        cfg = write_config(work, fake, 200, concurrency=10, pages=1, every="10s")
+        uw = urlwatch_files(work, fake, 200, 1, "steady") if have_uw else None
+        if uw:
+            timed(uw)
+        db = f"sqlite:///{work / 'steady.db'}"
+        d = Daemon(cfg, db, work / "steady.log")
+        ours, theirs = [], []
+        try:
+            wait(lambda: committed(db) == 200, 120, "the first cycle")
+            time.sleep(12)  # every watch has polled once more: all of them in memory
+            for _ in range(repeat):
+                fake.clear()
+                cpu0 = proc_cpu(d.proc.pid)
+                time.sleep(20)
+                cpu = proc_cpu(d.proc.pid) - cpu0
+                polls = len(fake.report()["served"])
+                ours.append(cpu / polls * 1000)
+                if uw:
+                    _wall, ucpu, _rss, _code = timed(uw)
+                    theirs.append(ucpu / 200 * 1000)
+        finally:
+            d.stop()
+        row("daemon CPU per poll, steady state, 200 stores every 10 s", ours, theirs or None,
+            "ms", "vs urlwatch's CPU per page (a whole run)")  # fmt: skip
+    finally:
+        fake.close()
+
+
 def bench_thousand(work: Path, repeat: int) -> None:
     """1,000 watches x 3 pages at 50 ms, concurrency 32: limit / wall, `once` and daemon."""
     fake = Fake(1000, 60)
@@ -414,12 +452,17 @@ def bench_fixed(work: Path, repeat: int, have_uw: bool) -> None:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--only", default="once,cycle,thousand,latency,scale,fixed")
+    p.add_argument("--only", default="once,cycle,steady,thousand,latency,fixed,scale")
     p.add_argument("--scale", type=int, default=10_000, help="watches of the scale rows")
     p.add_argument("--no-urlwatch", action="store_true")
     opts = p.parse_args()
     only = set(opts.only.split(","))
     have_uw = not opts.no_urlwatch and ensure_urlwatch()
+    # an installed package has its bytecode; a checkout under PYTHONDONTWRITEBYTECODE would
+    # compile every module at every start, which is no cost of watcher's
+    where = "import os, watcher; print(os.path.dirname(watcher.__file__))"
+    src = subprocess.run([PY, "-c", where], capture_output=True, text=True).stdout.strip()
+    subprocess.run([PY, "-m", "compileall", "-q", src], check=False)
     print(f"machine: {os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}; "
           f"latency {LATENCY * 1000:.0f} ms; repeat {opts.repeat}")  # fmt: skip
     print("| figure | watcher | baseline | ratio | note |")
@@ -430,6 +473,8 @@ def main() -> int:
             bench_once(work, opts.repeat, have_uw)
         if "cycle" in only:
             bench_cycle(work, opts.repeat, have_uw)
+        if "steady" in only:
+            bench_steady(work, opts.repeat, have_uw)
         if "thousand" in only:
             bench_thousand(work, opts.repeat)
         if "latency" in only:
