@@ -975,3 +975,22 @@ def test_a_loader_failure_is_still_a_config_error_with_a_position(tmp_path, monk
         load_config(path)
     (issue,) = caught.value.issues
     assert str(issue).startswith(f"{path}:1:1: cannot check this file (MemoryError)")
+
+
+def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
+    import yaml
+
+    from watcher.configload import _fast_compose
+
+    text = (Path(__file__).parents[1] / "rules.example.yaml").read_text() + "\nx: 'wörld'\n"
+
+    def flat(node):
+        yield type(node).__name__, node.tag, node.start_mark.index, node.end_mark.index
+        if isinstance(node, yaml.ScalarNode):
+            yield node.value, node.style or None  # plain: libyaml says '', PyYAML None
+        else:
+            for item in node.value:
+                for part in item if isinstance(item, tuple) else (item,):
+                    yield from flat(part)
+
+    assert list(flat(_fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))

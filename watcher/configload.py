@@ -71,6 +71,26 @@ def options(word: str, choices: Iterable[str], hint: str = "", label: str = "all
     return f"; {hint}{' ' if hint.strip() else ''}{label}: {', '.join(choices) or 'none'}"
 
 
+_NOT_COMPOSED = object()
+
+
+def _fast_compose(text: str) -> Any:
+    """The root node by libyaml's composer, where PyYAML has it: the same nodes and marks
+    as the pure-Python one in a fraction of its time and peak memory (a config of 10,000
+    watches). Anything it objects to, including unprintable characters, is left to the
+    pure-Python loader (``_NOT_COMPOSED``), whose messages the errors are written for."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return _NOT_COMPOSED
+    loader = fast(text)
+    try:
+        return loader.get_single_node()
+    except (yaml.YAMLError, RecursionError):
+        return _NOT_COMPOSED
+    finally:
+        loader.dispose()
+
+
 class Reader:
     """Parses one config file and turns its nodes into typed values, collecting issues."""
 
@@ -143,8 +163,10 @@ class Reader:
         self._text = text
         loader = None
         try:
-            loader = yaml.SafeLoader(text)  # checks for unprintable characters here
-            root = loader.get_single_node()
+            root = _fast_compose(text)
+            if root is _NOT_COMPOSED:
+                loader = yaml.SafeLoader(text)  # checks for unprintable characters here
+                root = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             problem = e.problem or e.context or "invalid YAML"
