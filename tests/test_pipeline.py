@@ -497,7 +497,9 @@ async def test_a_process_whose_memory_is_stale_loses_its_commit_then_reads_the_w
         assert (await poll(a, "goli")).status == "baseline"
         assert (await poll(b, "goli")).status == "ok"  # b remembers the baseline
         acv.reprice("15.00")
-        first = await poll(a, "goli")
+        # b's quiet poll wrote the watch's state (no seq change): a's memory is stale too
+        assert (await poll(a, "goli")).status == "conflict"
+        first = await poll(a, "goli")  # read again from the database
         assert [x.product.id for x in first.alerts] == [S.ACV]
         before = api_requests(sim)
         stale = await poll(b, "goli")  # b still knows ACV at 19.99: its commit is refused
@@ -702,3 +704,24 @@ async def test_quiet_polls_do_not_change_the_alert_id_of_the_next_transition(
             ids.append(sorted(a.alert_id for a, _ in stored(rt)))
     assert seqs == [1, 1]  # the baseline wrote; the quiet polls did not
     assert ids[0] == ids[1] and ids[0]
+
+
+async def test_a_failing_notice_sent_by_another_process_still_gets_its_recovered(
+    sim, db, tmp_path
+):
+    """A daemon (a) remembers the watch healthy; a `watcher once` (b) fails it and sends
+    watch_failing without moving the seq. a must not go on believing its memory: the
+    recovery that follows is announced once, by whichever process sees it."""
+    watch = {**STORE_WATCH, "notify_failures_after": 1}
+    cfg = make_config(tmp_path, sim, [watch], [DROP_RULE])
+    async with runtime(cfg, db) as a, runtime(cfg, db) as b:
+        assert (await poll(a, "goli")).status == "baseline"
+        sim.add_fault("/v1/tiktok/shop/products", status=404, times=None)
+        assert (await poll(b, "goli")).status == "failed"
+        assert kinds(a) == ["watch_failing"]
+        sim.simulator.clear_faults()
+        outcomes = [(await poll(a, "goli")).status for _ in range(2)]
+        assert outcomes == ["conflict", "ok"]  # b's write caught, then read again
+        assert kinds(a) == ["watch_failing", "watch_recovered"]
+        assert (await poll(b, "goli")).status == "ok"  # b reads what a left
+        assert kinds(a) == ["watch_failing", "watch_recovered"]

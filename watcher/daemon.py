@@ -301,6 +301,7 @@ class Daemon:
 
     def _record_crash(self, watch_id: str, error: str) -> None:
         assert self.rt is not None
+        self.rt.pipeline.forget(watch_id)  # written behind the pipeline's back
         try:
             self.rt.store.update_watch_state(watch_id, last_error=f"internal error: {error}")
         except Exception:

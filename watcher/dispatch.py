@@ -11,7 +11,7 @@ import functools
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -37,6 +37,20 @@ def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> f
     """Exponential backoff with jitter in [0.5, 1.0] of the step, so retries spread out."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** min(attempts, 20))
     return step * (0.5 + rand() / 2)
+
+
+async def _all(aws: Iterable[Awaitable[None]]) -> None:
+    """Await every one, even when one fails (a send left running after its pass ended
+    would race the next pass for the same delivery); then raise the first failure."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def quiet_until(now: datetime, window: tuple[str, str] | None, tz: str) -> datetime | None:
@@ -91,6 +105,7 @@ class Dispatcher:
         self._mark_lock = asyncio.Lock()
         self._marks: tuple[list[int], asyncio.Future] | None = None
         self._sends: dict[str, asyncio.Semaphore] = {}
+        self._flushes: set[asyncio.Task] = set()
 
     async def _db(self, fn: Callable[..., object], *args: object, **kwargs: object):
         loop = asyncio.get_running_loop()
@@ -99,9 +114,14 @@ class Dispatcher:
     async def _mark_sent(self, ids: list[int]) -> None:
         """Sends that finish while a mark is being written are marked together next, in one
         transaction; each send still returns only once its own mark is committed."""
+        loop = asyncio.get_running_loop()
         if self._marks is None:
-            self._marks = ([], asyncio.get_running_loop().create_future())
-            asyncio.get_running_loop().create_task(self._flush_marks())
+            done = loop.create_future()
+            done.add_done_callback(_retrieved)  # every waiter may be gone (a stop)
+            self._marks = ([], done)
+            task = loop.create_task(self._flush_marks())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
         batch, done = self._marks
         batch.extend(ids)
         await asyncio.shield(done)
@@ -112,10 +132,22 @@ class Dispatcher:
             (ids, done), self._marks = self._marks, None
             try:
                 await self._db(self.store.mark_sent, ids, self.clock())
-            except Exception as exc:
-                done.set_exception(exc)
+            except BaseException as exc:
+                if not done.done():
+                    done.set_exception(
+                        exc
+                        if isinstance(exc, Exception)
+                        else DeliveryError("stopped before the send was marked", retryable=True)
+                    )
+                raise
             else:
                 done.set_result(None)
+
+    async def _marks_written(self) -> None:
+        """Every mark of a finished send is committed before claims are handed back (or
+        the process ends): a send handed back unmarked would be sent again."""
+        while self._flushes:
+            await asyncio.gather(*list(self._flushes), return_exceptions=True)
 
     def stop_accepting(self) -> None:
         """No new send starts from now on; sends in flight finish.
@@ -142,12 +174,15 @@ class Dispatcher:
                 groups: dict[tuple[str, str], list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
                 for row, alert in due:
                     groups[(row.channel, row.target)].append((row, alert))
-                await asyncio.gather(*(self._send_group(k, v, mutes) for k, v in groups.items()))
+                await _all(self._send_group(k, v, mutes) for k, v in groups.items())
             finally:
                 # A pass cut short (shutdown) hands back what it did not get to, at once,
-                # instead of leaving it leased for minutes.
-                if token is not None:
-                    self.store.release_claim(token, self.clock())
+                # instead of leaving it leased for minutes; what was sent is marked first.
+                try:
+                    await asyncio.shield(self._marks_written())
+                finally:
+                    if token is not None:
+                        self.store.release_claim(token, self.clock())
             return len(due)
 
     def _claim(self, now: datetime):
@@ -215,7 +250,7 @@ class Dispatcher:
                 sends.append(one(batch))
             else:
                 sends += [one([item]) for item in batch]
-        await asyncio.gather(*sends)
+        await _all(sends)
 
     async def _send(
         self, channel: Channel, target: str, items: Sequence[tuple[DeliveryRow, Alert]]
@@ -305,6 +340,7 @@ class Dispatcher:
                 log.warning("event=heartbeat_failed error=%r", exc)
 
     async def close(self) -> None:
+        await self._marks_written()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

@@ -7,12 +7,14 @@ loads what it needs, calls it, and hands the result to ``Store.commit_poll``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -62,6 +64,7 @@ class CreditMeter:
         self._inflight: dict[tuple[str, date], int] = {}
         self._stored: dict[tuple[str, date], int] = {}
         self._lock = threading.Lock()  # record() runs on the loop, the rest in worker threads
+        self._refresh_lock = threading.Lock()  # see carrying()
 
     def record(self, provider: str, credits: int) -> None:
         key = (provider, self._clock().date())
@@ -99,9 +102,27 @@ class CreditMeter:
         if self._budgets.get(provider) is None:
             return
         key = (provider, self._clock().date())
-        total = self._store.credits_on(provider, key[1])
-        with self._lock:
-            self._stored[key] = total
+        with self._refresh_lock:
+            total = self._store.credits_on(provider, key[1])
+            with self._lock:
+                self._stored[key] = total
+
+    @contextmanager
+    def carrying(self) -> Iterator[list[Credits]]:
+        """Credits for the caller's transaction: taken on entry, settled on exit (committed
+        when the block ends without an exception). With a budgeted provider among them the
+        block runs under the lock ``refresh`` takes, so a refresh never reads the database
+        between the commit and the settle (which would count them twice) or across them
+        (which would drop them)."""
+        taken = self.take()
+        budgeted = any(self._budgets.get(p) is not None for p, *_ in taken)
+        with self._refresh_lock if budgeted else contextlib.nullcontext():
+            ok = False
+            try:
+                yield taken
+                ok = True
+            finally:
+                self.settle(taken, ok)
 
     def take(self) -> list[Credits]:
         """Everything recorded and not yet committed, for the caller's transaction."""
@@ -126,15 +147,9 @@ class CreditMeter:
                     slot[1] += requests
 
     def flush(self) -> None:
-        taken = self.take()
-        if not taken:
-            return
-        ok = False
-        try:
-            self._store.add_spent(taken)
-            ok = True
-        finally:
-            self.settle(taken, ok)
+        with self.carrying() as taken:
+            if taken:
+                self._store.add_spent(taken)
 
 
 # ---------------------------------------------------------------- routing
@@ -484,16 +499,14 @@ class Pipeline:
         if not baseline:
             alerts += self._evaluate(watch, d, state.seq, now, state.baseline_seq)
         write = self._write(watch, state.seq, previous, d, baseline, alerts, state_values, now)
-        taken = self.meter.take()
-        write.credits = taken
-        done = False
+        write.expected_poll_at = state.last_poll_at
         try:
-            committed = self.store.commit_poll(write)
-            done = True
-        finally:
-            self.meter.settle(taken, done)
-            if not done:
-                self.forget(watch.id)
+            with self.meter.carrying() as taken:
+                write.credits = taken
+                committed = self.store.commit_poll(write)
+        except BaseException:
+            self.forget(watch.id)
+            raise
         if committed:
             seq = state.seq + 1 if write.changes else state.seq
             self._known[watch.id] = (_advanced(state, state_values, seq), d.tracked)
@@ -589,7 +602,8 @@ class Pipeline:
             watch.id, "failed", pages=result.pages, alerts=alerts, errors=result.errors
         )
         if not self.dry_run:
-            self._record(watch.id, values, alerts)
+            if not self._record(watch.id, state, values, alerts):
+                outcome.status, outcome.alerts = "conflict", []
             outcome.credits_written = True
         return outcome
 
@@ -612,7 +626,8 @@ class Pipeline:
                 "last_poll_at": as_utc(now),
                 "last_error": "store not found",
             }
-            self._record(watch.id, values, alerts)
+            if not self._record(watch.id, state, values, alerts):
+                outcome.status, outcome.alerts = "conflict", []
             outcome.credits_written = True
         return outcome
 
@@ -641,18 +656,26 @@ class Pipeline:
         log.error("provider=%s paused until %s: %s", provider, until.isoformat(), message)
         return PollOutcome(watch.id, "skipped", alerts=alerts, errors=(message,))
 
-    def _record(self, watch_id: str, values: dict[str, object], alerts: list[Alert]) -> None:
-        """A poll without a snapshot: state, notices and credits in one transaction."""
+    def _record(
+        self, watch_id: str, state: WatchState, values: dict[str, object], alerts: list[Alert]
+    ) -> bool:
+        """A poll without a snapshot: state, notices and credits in one transaction,
+        refused (False) when another writer touched the watch since ``state`` was read."""
         rows = [(a, route(self.config, a, self.subscribers)) for a in alerts]
-        taken = self.meter.take()
-        done = False
         try:
-            self.store.record_poll(watch_id, values, rows, taken)
-            done = True
-        finally:
-            self.meter.settle(taken, done)
+            with self.meter.carrying() as taken:
+                done = self.store.record_poll(
+                    watch_id, values, rows, taken, expected_poll_at=state.last_poll_at
+                )
+        except BaseException:
+            self.forget(watch_id)
+            raise
         if done:
             self._remember_state(watch_id, values)
+        else:
+            log.warning("watch=%s poll not recorded: another writer wrote it first", watch_id)
+            self.forget(watch_id)
+        return done
 
     def _write(
         self,

@@ -61,6 +61,17 @@ _DECIMAL_POSITIONS = tuple(
 
 
 Credits = tuple[str, date, int, int]  # (provider, UTC day, credits, requests)
+UNCHECKED: Any = object()
+
+
+def _unchanged_since(ws: Any, watch_id: str, seq: int | None, poll_at: Any) -> Any:
+    """The WHERE of a guarded state write: the row as the poll found it."""
+    cond = ws.c.watch_id == watch_id
+    if seq is not None:
+        cond &= ws.c.seq == seq
+    if poll_at is not UNCHECKED:
+        cond &= ws.c.last_poll_at.is_(None) if poll_at is None else ws.c.last_poll_at == poll_at
+    return cond
 
 
 @dataclass
@@ -81,6 +92,9 @@ class PollWrite:
     history: list[tuple[Tracked, bool]] = field(default_factory=list)  # (tracked, present)
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
     credits: list[Credits] = field(default_factory=list)  # spent, committed either way
+    # the state's last_poll_at the poll started from (UNCHECKED: seq alone guards): every
+    # write of a watch's state sets it, so another process's quiet write is caught too
+    expected_poll_at: Any = UNCHECKED
 
     @property
     def changes(self) -> bool:
@@ -178,20 +192,37 @@ class Store(OutboxStore, ChatStore):
         values: dict[str, Any],
         notices: list[tuple[Alert, list[tuple[str, str]]]] = (),  # type: ignore[assignment]
         credits: Iterable[Credits] = (),
-    ) -> None:
+        *,
+        expected_poll_at: Any = UNCHECKED,
+    ) -> bool:
         """A poll that wrote no snapshot (failed, not found): state, notices and credits in
-        one transaction, so a crash leaves the notice and the episode flag together."""
+        one transaction, so a crash leaves the notice and the episode flag together.
+
+        With ``expected_poll_at`` the write is refused (False; the credits are still
+        written) when another writer touched the watch since the poll read it.
+        """
         ws = WatchState.__table__
         with self.engine.begin() as conn:
+            done = True
             if values:
                 moved = conn.execute(
-                    update(ws).where(ws.c.watch_id == watch_id).values(**values)
+                    update(ws)
+                    .where(_unchanged_since(ws, watch_id, None, expected_poll_at))
+                    .values(**values)
                 ).rowcount
                 if not moved:
-                    row = WatchState(watch_id=watch_id).model_dump()
-                    conn.execute(insert(ws).values({**row, **values}))
-            self._insert_alerts(conn, list(notices), utcnow())
+                    exists = conn.execute(
+                        select(ws.c.watch_id).where(ws.c.watch_id == watch_id)
+                    ).first()
+                    if exists is None:
+                        row = WatchState(watch_id=watch_id).model_dump()
+                        conn.execute(insert(ws).values({**row, **values}))
+                    else:
+                        done = False
+            if done:
+                self._insert_alerts(conn, list(notices), utcnow())
             self._add_credits(conn, credits)
+        return done
 
     def price_history(
         self, watch_id: str, product_ids: Iterable[str], *, since_seq: int = 0
@@ -271,8 +302,7 @@ class Store(OutboxStore, ChatStore):
             ws = WatchState.__table__
             claimed = conn.execute(
                 update(ws)
-                .where(ws.c.watch_id == w.watch_id)
-                .where(ws.c.seq == w.expected_seq)
+                .where(_unchanged_since(ws, w.watch_id, w.expected_seq, w.expected_poll_at))
                 .values(seq=new_seq, **w.state)
             )
             if claimed.rowcount == 1:
@@ -558,6 +588,7 @@ __all__ = [
     "CLAIM_LEASE",
     "HEARTBEAT_EVERY",
     "HEARTBEAT_TIMEOUT",
+    "UNCHECKED",
     "AlertRow",
     "CreditRow",
     "Credits",
