@@ -30,7 +30,6 @@ BACKOFF_BASE = 2.0
 BACKOFF_FACTOR = 4
 BACKOFF_CAP = 3600.0
 RETRY_AFTER_CAP = 3600.0  # a receiver's Retry-After is honoured, up to an hour
-WEBHOOK_SENDS = 8  # requests in flight per webhook channel (a chat gets its alerts in order)
 
 
 def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -104,7 +103,6 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dispatch")
         self._mark_lock = asyncio.Lock()
         self._marks: tuple[list[int], asyncio.Future] | None = None
-        self._sends: dict[str, asyncio.Semaphore] = {}
         self._flushes: set[asyncio.Task] = set()
 
     async def _db(self, fn: Callable[..., object], *args: object, **kwargs: object):
@@ -230,27 +228,14 @@ class Dispatcher:
         by_batch: dict[str, list[tuple[DeliveryRow, Alert]]] = defaultdict(list)
         for item in items:
             by_batch[item[1].batch].append(item)
-        if channel.config.type != "webhook":  # a chat reads its alerts in order
-            for batch in by_batch.values():
-                if len(batch) > channel.config.group_over:
-                    await self._send(channel, key[1], batch)
-                else:
-                    for item in batch:
-                        await self._send(channel, key[1], [item])
-            return
-        slots = self._sends.setdefault(channel.id, asyncio.Semaphore(WEBHOOK_SENDS))
-
-        async def one(items: Sequence[tuple[DeliveryRow, Alert]]) -> None:
-            async with slots:
-                await self._send(channel, key[1], items)
-
-        sends = []
+        # one target (a chat, a webhook URL) gets its alerts one after another, in order:
+        # a crash then has at most one send of it in flight to repeat
         for batch in by_batch.values():
             if len(batch) > channel.config.group_over:
-                sends.append(one(batch))
+                await self._send(channel, key[1], batch)
             else:
-                sends += [one([item]) for item in batch]
-        await _all(sends)
+                for item in batch:
+                    await self._send(channel, key[1], [item])
 
     async def _send(
         self, channel: Channel, target: str, items: Sequence[tuple[DeliveryRow, Alert]]
