@@ -227,7 +227,9 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
         deadline = loop.time() + budget
         while daemon.rt is not None and loop.time() < deadline:
             due = await asyncio.to_thread(daemon.rt.store.next_due)
-            if due is None or due > datetime.now(UTC):
+            # nothing due, and no pass under way (a claimed delivery is not "due" while it
+            # is being printed)
+            if (due is None or due > datetime.now(UTC)) and not daemon.rt.dispatcher.busy:
                 return
             await asyncio.sleep(0.05)
 

@@ -159,6 +159,11 @@ class Dispatcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def busy(self) -> bool:
+        """A pass is under way (claimed before, marked after: all of it inside)."""
+        return self._lock.locked()
+
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many deliveries were attempted."""
         if self._heartbeat is None:
