@@ -185,7 +185,11 @@ class Dispatcher:
                     await asyncio.shield(self._marks_written())
                 finally:
                     if token is not None:
-                        self.store.release_claim(token, self.clock())
+                        # off the loop (it may wait for SQLite's write lock), and shielded:
+                        # a cancelled pass still hands its claims back
+                        await asyncio.shield(
+                            self._db(self.store.release_claim, token, self.clock())
+                        )
             return len(due)
 
     def _claim(self, now: datetime):
