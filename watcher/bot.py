@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import html
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from telegram.ext import (
     filters,
 )
 
-from . import chart
+from . import chart, util
 from .channels.telegram import TelegramChannel, split_html
 from .config import Config, RuleConfig, WatchConfig
 from .errors import WatcherError
@@ -53,8 +52,6 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
     ("history", "<product id>", "price chart of a product"),
 )
 ADMIN_COMMANDS = (("status", "", "admins: watches, errors, credits, deliveries"),)
-_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 MAX_MUTE = timedelta(days=365)
 _LIST_MAX = 12  # names shown in a usage line
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -94,10 +91,13 @@ def usage(name: str) -> str:
 
 def parse_duration(text: str) -> timedelta | None:
     """``30m``, ``2h``, ``1d``, ``45s`` → timedelta; None when malformed or zero."""
-    m = _DURATION.match(text.strip().lower())
-    if not m or int(m.group(1)) == 0:
+    text = text.strip().lower()
+    if len(text) > 7:  # six digits and a unit at most: a mute is at most a year anyway
         return None
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return util.parse_duration(text)
+    except util.DurationError:
+        return None
 
 
 class BotService:
@@ -225,9 +225,7 @@ class BotService:
             )
 
     def _redact(self, exc: BaseException) -> str:
-        token = self.settings.token
-        text = f"{type(exc).__name__}: {exc}"
-        return text.replace(token, "<token>") if token else text
+        return util.redact(f"{type(exc).__name__}: {exc}", [self.settings.token])
 
     def _chat(self, update: Update) -> int:
         assert update.effective_chat is not None
@@ -520,7 +518,7 @@ def _watch_target(w: WatchConfig) -> str:
     if w.url:
         what = w.url
     elif w.handle:
-        what = f"@{w.handle.lstrip('@')}"
+        what = f"@{util.strip_handle(w.handle)}"
     elif w.query:
         what = f'"{w.query}"'
     else:

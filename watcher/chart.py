@@ -12,9 +12,11 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
+
+from .util import as_utc
 
 if TYPE_CHECKING:
     from .store import HistoryRow
@@ -43,13 +45,13 @@ def render_price_chart(rows: Sequence[HistoryRow], title: str) -> bytes:
     plotted = False
     removed_labelled = False
     for watch_id, points in series.items():
-        xs = [_utc(r.at) for r in points]
+        xs = [as_utc(r.at) for r in points]
         ys = [_price(r) for r in points]
         here = [_present(r) for r in points]
         ys_line = [y if present else math.nan for y, present in zip(ys, here, strict=True)]
         xs_line = list(xs)
-        if end is not None and _utc(end) > xs[-1] and here[-1]:
-            xs_line.append(_utc(end))  # the last price holds until the latest row
+        if end is not None and as_utc(end) > xs[-1] and here[-1]:
+            xs_line.append(as_utc(end))  # the last price holds until the latest row
             ys_line.append(ys_line[-1])
         label = watch_id if len(series) > 1 else None
         (line,) = ax.step(xs_line, ys_line, where="post", linewidth=1.8, label=label)
@@ -70,7 +72,7 @@ def render_price_chart(rows: Sequence[HistoryRow], title: str) -> bytes:
     if not plotted:
         ax.text(0.5, 0.5, "no known price", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
-    times = [_utc(r.at) for r in rows]
+    times = [as_utc(r.at) for r in rows]
     if times and min(times) == max(times):  # one instant: show a day around it, not years
         ax.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
     ax.set_title(_trim(title, 80), fontsize=11)
@@ -100,7 +102,7 @@ def history_summary(rows: Sequence[HistoryRow], title: str, currency: str | None
         )
         lines.append(f"now {now} · lowest {low} · highest {high}")
     if rows:
-        first, last = _utc(rows[0].at), _utc(rows[-1].at)
+        first, last = as_utc(rows[0].at), as_utc(rows[-1].at)
         lines.append(f"{len(rows)} changes, {first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC")
     return "\n".join(lines)
 
@@ -112,7 +114,7 @@ async def render_price_chart_async(rows: Sequence[HistoryRow], title: str) -> by
 
 def _series(rows: Sequence[Any]) -> dict[str, list[Any]]:
     by_watch: dict[str, list[Any]] = defaultdict(list)
-    for r in sorted(rows, key=lambda r: _utc(r.at)):
+    for r in sorted(rows, key=lambda r: as_utc(r.at)):
         by_watch[getattr(r, "watch_id", "") or ""].append(r)
     return dict(by_watch)
 
@@ -135,10 +137,6 @@ def _present(row: Any) -> bool:
 def _last_known(ys: list[float]) -> float:
     known = [y for y in ys if not math.isnan(y)]
     return known[-1] if known else 0.0
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _trim(text: str, limit: int) -> str:

@@ -34,6 +34,7 @@ from watcher.kinds import (
     WATCH_TYPES,
     Param,
 )
+from watcher.util import strip_handle
 
 SOCIALFETCH_REGIONS = (
     "US", "GB", "DE", "FR", "IT", "ID", "MY", "MX",
@@ -489,7 +490,7 @@ def _watches(
                 f"add it under 'providers' with its api_key",
             )
         if "handle" in values:
-            values["handle"] = values["handle"].strip().removeprefix("@")
+            values["handle"] = strip_handle(values["handle"])
         if not r.issues and wid not in built:
             built[wid] = _make(WatchConfig, values, id=wid, type=wtype, line=line)
     return built, known

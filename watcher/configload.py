@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from watcher.errors import ConfigIssue
 from watcher.kinds import Param
+from watcher.util import DurationError, parse_duration
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_T + n for n in ("str", "int", "float", "bool", "null"))
@@ -34,8 +35,6 @@ ID_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 ID_ALLOWED = "letters, digits, '_', '.' and '-'"
 
 _VAR = re.compile(r"\$\{(?P<body>(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\})?")
-_DURATION = re.compile(r"(\d+)([smhd])\Z")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\Z")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering, 0 = sun
 
@@ -521,16 +520,10 @@ def _decimal(r: Reader, node: Node, where: str) -> Decimal:
 
 
 def _duration(r: Reader, node: Node, where: str) -> timedelta:
-    text = _text(r, node, where).strip()
-    m = _DURATION.match(text)
-    if not m:
-        raise _Bad("e.g. 15m, not 15, 15 min or 1.5h")
-    if int(m[1]) == 0:
-        raise _Bad("must be longer than zero")
     try:
-        return timedelta(**{_UNITS[m[2]]: int(m[1])})
-    except OverflowError:
-        raise _Bad("too long") from None
+        return parse_duration(_text(r, node, where))
+    except DurationError as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _bool(r: Reader, node: Node, where: str) -> bool:

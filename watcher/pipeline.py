@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from . import render
@@ -26,6 +26,7 @@ from .errors import PaymentRequired, ProviderUnavailable
 from .models import Alert, AlertDraft, Change, DiffResult, EventKind, PollResult, Tracked
 from .rules import RuleContext, evaluate
 from .store import Credits, PollWrite, ProviderState, Store, WatchState, as_utc
+from .util import utcnow
 
 log = logging.getLogger("watcher.pipeline")
 
@@ -34,10 +35,6 @@ PAUSE_ON_402 = timedelta(hours=1)
 
 class Source(Protocol):
     async def poll(self, watch: WatchConfig) -> PollResult: ...
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def definition_hash(watch: WatchConfig) -> str:
@@ -56,7 +53,7 @@ class CreditMeter:
     own transaction (``take`` then ``settle``); ``flush`` writes the rest on its own.
     """
 
-    def __init__(self, store: Store, budgets: Mapping[str, int | None], clock=now_utc) -> None:
+    def __init__(self, store: Store, budgets: Mapping[str, int | None], clock=utcnow) -> None:
         self._store = store
         self._budgets = dict(budgets)
         self._clock = clock
@@ -270,7 +267,7 @@ class Pipeline:
         sources: Mapping[str, Source],
         meter: CreditMeter,
         *,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Callable[[], datetime] = utcnow,
         dry_run: bool = False,
         subscribers: Subscribers | None = None,
     ) -> None:

@@ -12,11 +12,12 @@ import html
 import json
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from watcher.models import Alert, AlertDraft, Product
+from watcher.util import iso_utc
 
 Value = str | int | None
 
@@ -91,7 +92,7 @@ def _canonical(value: object) -> object:
     if isinstance(value, Decimal):
         return _dec(value)
     if isinstance(value, datetime):
-        return _utc(value)
+        return iso_utc(value)
     if value is None or isinstance(value, bool | int | str):
         return value
     return str(value)
@@ -151,7 +152,7 @@ def webhook_body(alert: Alert, template: str | None = None) -> dict[str, Any]:
         "rule": None if notice else alert.rule_id,
         "kind": alert.kind,
         "watch": alert.watch_id,
-        "detected_at": _utc(alert.detected_at),
+        "detected_at": iso_utc(alert.detected_at),
         "product": None if notice else product_dict(alert.product),
         "previous": None if notice else previous_dict(alert.previous),
         "message": message,
@@ -165,12 +166,6 @@ def digest_body(alerts: Sequence[Alert]) -> dict[str, Any]:
 
 def _str(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
-
-
-def _utc(at: datetime) -> str:
-    """``2026-11-24T10:00:00Z``; a naive datetime is taken as UTC."""
-    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- human text -------------------------------------------------------------------------------

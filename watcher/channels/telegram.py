@@ -38,6 +38,7 @@ from ..config import ChannelConfig
 from ..errors import DeliveryError
 from ..models import Alert
 from ..store import Store
+from ..util import redact
 from . import register
 
 log = logging.getLogger("watcher.channels.telegram")
@@ -210,7 +211,7 @@ class TelegramChannel:
 
     def _redact(self, text: str) -> str:
         """Error texts can carry the token (InvalidToken quotes it): never pass it on."""
-        return text.replace(self._token, "<token>") if self._token else text
+        return redact(text, [self._token])
 
 
 # ---------------------------------------------------------------------- rendering

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from .. import render
 from ..config import ChannelConfig
 from ..errors import DeliveryError
 from ..models import Alert
+from ..util import USER_AGENT, retry_after_seconds
 from . import register
 
 RETRYABLE_4XX = {408, 429}
@@ -25,15 +27,6 @@ REPLY_CAP = 64 * 1024  # bytes of a receiver's answer read, at most (its status 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 @register("webhook")
@@ -47,7 +40,7 @@ class WebhookChannel:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
-                headers={"User-Agent": "watcher/0.1"},
+                headers={"User-Agent": USER_AGENT},
             )
         return self._session
 
@@ -89,7 +82,9 @@ class WebhookChannel:
                     raise DeliveryError(
                         f"webhook {self.id}: HTTP {resp.status} {text[:200]!r}",
                         retryable=retryable,
-                        retry_after=_retry_after(resp.headers.get("Retry-After")),
+                        retry_after=retry_after_seconds(
+                            resp.headers.get("Retry-After"), cap=math.inf
+                        ),  # the dispatcher caps it,
                     )
             raise DeliveryError(
                 f"webhook {self.id}: more than {MAX_REDIRECTS} redirects", retryable=False

@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+from watcher.util import strip_handle
+
 Script = Mapping[int, Callable[["World"], None]]
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
@@ -201,7 +203,7 @@ def store_key(url: str) -> str:
 
 
 def handle_key(handle: str) -> str:
-    return handle.strip().removeprefix("@").lower()
+    return strip_handle(handle).lower()
 
 
 def query_key(query: str) -> str:

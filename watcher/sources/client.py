@@ -13,11 +13,9 @@ import asyncio
 import json
 import logging
 import random as _random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -32,6 +30,7 @@ from watcher.errors import FetchError, PaymentRequired, ProviderUnavailable
 from watcher.models import PollResult, Product
 from watcher.sources.normalise import MalformedPayload, ParsedPage, assign_ranks
 from watcher.sources.specs import PROVIDERS, SOURCES, ProviderSpec, Request, SourceSpec
+from watcher.util import MAX_RETRY_AFTER, USER_AGENT, retry_after_seconds
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -43,10 +42,8 @@ __all__ = [
 
 log = logging.getLogger("watcher.sources")
 
-USER_AGENT = "watcher/0.1"
 MAX_ATTEMPTS = 3  # in all, first try included (spec section 9)
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503})
-MAX_RETRY_AFTER = 60.0
 _MESSAGE_LIMIT = 200
 
 CreditsCallback = Callable[[str, int], None]
@@ -140,25 +137,6 @@ def _phrase(status: int, reason: str | None = None) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown Status"
-
-
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), capped at 60; else None."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class ProviderClient:

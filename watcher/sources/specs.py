@@ -21,6 +21,7 @@ from watcher.sources.normalise import (
     parse_showcase_page,
     parse_store_page,
 )
+from watcher.util import strip_handle
 
 __all__ = [
     "KEYAPI_PAGE_SIZE",
@@ -153,7 +154,7 @@ def _required(watch: WatchConfig, key: str) -> str:
 
 
 def _showcase_path(watch: WatchConfig) -> str:
-    handle = _required(watch, "handle").removeprefix("@")
+    handle = strip_handle(_required(watch, "handle"))
     return f"/v1/tiktok/profiles/{quote(handle, safe='')}/showcase-products"
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, create_engine, delete
 
 from ..models import PRODUCT_FIELDS, Alert, PricePoint, Product, Tracked
+from ..util import as_utc, utcnow
 from . import schema
 from .chats import ChatStore
 from .outbox import CLAIM_LEASE, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, OutboxStore
@@ -44,11 +45,9 @@ from .tables import (
     _str,
     _update_params,
     alert_to_payload,
-    as_utc,
     product_from_json,
     product_to_json,
     snapshot_values,
-    utcnow,
 )
 
 # the snapshot columns in ``Product``'s field order (``id`` is ``product_id``)

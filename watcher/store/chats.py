@@ -7,12 +7,11 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from ..util import as_utc, utcnow
 from .tables import (
     DeliveryRow,
     Mute,
     Subscription,
-    as_utc,
-    utcnow,
 )
 
 

@@ -19,13 +19,12 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from ..models import Alert
+from ..util import as_utc, utcnow
 from .tables import (
     AlertRow,
     DeliveryRow,
     InstanceRow,
     alert_from_row,
-    as_utc,
-    utcnow,
 )
 
 CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,15 +18,6 @@ from sqlmodel import Field, SQLModel
 from ..models import Alert, Product, Tracked
 
 SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(dt: datetime) -> datetime:
-    """Aware UTC, as every timestamp column takes and returns (a naive value is UTC)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 # ---------------------------------------------------------------- tables

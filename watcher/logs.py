@@ -1,0 +1,81 @@
+"""One way to log: ``event(log, "poll", watch=..., pages=3)`` → ``event=poll watch=x pages=3``.
+
+Operators read these lines in the journal and grep them, so every line is one event name
+and ``key=value`` fields, quoted when a value has a space, a quote or an ``=``; never a
+multi-line value. ``setup`` is the one place the handlers and levels are chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/@+,#%")
+
+
+def field(value: object) -> str:
+    """A value as one token: bare when it is plain, else a JSON-like quoted string."""
+    text = (
+        value
+        if isinstance(value, str)
+        else repr(value)
+        if isinstance(value, BaseException)
+        else str(value)
+    )
+    if text and all(c in _PLAIN for c in text):
+        return text
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+def line(name: str, fields: dict[str, Any]) -> str:
+    """``event=NAME k=v ...``; a None field is left out (absent, not "None")."""
+    parts = [f"event={name}"]
+    parts += [f"{k}={field(v)}" for k, v in fields.items() if v is not None]
+    return " ".join(parts)
+
+
+def event(
+    logger: logging.Logger,
+    name: str,
+    level: int = logging.INFO,
+    *,
+    exc_info: bool = False,
+    **fields: Any,
+) -> None:
+    """Log one event; the line is only built when the level is enabled."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", _Lazy(name, fields), exc_info=exc_info)
+
+
+class _Lazy:
+    __slots__ = ("fields", "name")
+
+    def __init__(self, name: str, fields: dict[str, Any]) -> None:
+        self.name = name
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return line(self.name, self.fields)
+
+
+def level_for(verbose: int, quiet: int, default: int = logging.WARNING) -> int:
+    """Each -v one level more detail, each -q one less, from the command's default."""
+    return min(max(default - 10 * verbose + 10 * quiet, logging.DEBUG), logging.CRITICAL)
+
+
+def setup(level: int, *, stream: Any = None) -> None:
+    """Lines go to stderr as ``TIME LEVEL logger event=...``."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # third-party chatter stays at WARNING unless the operator asks for debug
+    for noisy in ("apscheduler", "httpx", "httpcore", "telegram", "aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.WARNING)
