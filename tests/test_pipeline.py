@@ -656,7 +656,7 @@ async def test_a_bug_in_a_poll_is_a_failed_poll_with_notices_not_a_crash(
     sim, db, tmp_path, monkeypatch
 ):
     """Whatever goes wrong inside a poll, the watch records it and the admins hear of it."""
-    import watcher.pipeline
+    from watcher.pipeline import decision
 
     cfg = make_config(tmp_path, sim, [SEARCH_WATCH], [DROP_RULE])
     async with runtime(cfg, db) as rt:
@@ -665,7 +665,7 @@ async def test_a_bug_in_a_poll_is_a_failed_poll_with_notices_not_a_crash(
         def broken(*args, **kwargs):
             raise ZeroDivisionError("boom")
 
-        monkeypatch.setattr(watcher.pipeline, "diff", broken)
+        monkeypatch.setattr(decision, "diff", broken)
         for _ in range(3):
             outcome = await poll(rt, "crocs")
             assert outcome.status == "failed"

@@ -157,3 +157,36 @@ class Alert:
     @property
     def is_notice(self) -> bool:
         return self.rule_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """A watch's stored state, as the store hands it out (a copy: never a live row).
+
+    ``seq`` advances with every poll that writes a change; the health fields (failures,
+    episodes, last poll and error) are ``health.Health``'s, stored in the same row.
+    """
+
+    watch_id: str
+    def_hash: str = ""
+    baseline_done: bool = False
+    baseline_partial: bool = False  # the baseline poll had a failed page
+    baseline_seq: int = 0  # seq the current baseline replaced: older history is another definition
+    seq: int = 0
+    consecutive_failures: int = 0
+    failing_notified: bool = False
+    last_error: str | None = None
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    empty_episode: bool = False
+    not_found_episode: bool = False
+    products: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    """A provider's stored pause (HTTP 402): until when, and whether the episode was told."""
+
+    provider: str
+    paused_until: datetime | None = None
+    pause_notified: bool = False

@@ -25,29 +25,39 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, create_engine, delete
 
-from ..models import PRODUCT_FIELDS, Alert, PricePoint, Product, Tracked
+from ..models import (
+    PRODUCT_FIELDS,
+    Alert,
+    PricePoint,
+    Product,
+    ProviderState,
+    Tracked,
+    WatchState,
+)
 from ..util import as_utc, utcnow
 from . import schema
 from .chats import ChatStore
 from .outbox import CLAIM_LEASE, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, OutboxStore
 from .tables import (
-    _SNAPSHOT_UPDATE,
+    SNAPSHOT_UPDATE,
     AlertRow,
     CreditRow,
     DeliveryRow,
     HistoryRow,
     InstanceRow,
     Mute,
-    ProviderState,
+    ProviderStateRow,
     SnapshotRow,
     Subscription,
-    WatchState,
-    _str,
-    _update_params,
+    WatchStateRow,
     alert_to_payload,
+    decimal_str,
     product_from_json,
     product_to_json,
+    provider_state_from_row,
+    snapshot_update_params,
     snapshot_values,
+    watch_state_from_row,
 )
 
 # the snapshot columns in ``Product``'s field order (``id`` is ``product_id``)
@@ -152,16 +162,18 @@ class Store(OutboxStore, ChatStore):
 
     def watch_state(self, watch_id: str) -> WatchState | None:
         with self.session() as s:
-            return s.get(WatchState, watch_id)
+            row = s.get(WatchStateRow, watch_id)
+            return None if row is None else watch_state_from_row(row)
 
     def all_watch_states(self) -> dict[str, WatchState]:
         with self.session() as s:
-            return {w.watch_id: w for w in s.exec(select(WatchState)).scalars()}
+            rows = s.exec(select(WatchStateRow)).scalars()
+            return {w.watch_id: watch_state_from_row(w) for w in rows}
 
     def update_watch_state(self, watch_id: str, **values: Any) -> None:
         """Small state changes outside a poll commit (skips, failures without a snapshot)."""
         with self.session() as s:
-            row = s.get(WatchState, watch_id) or WatchState(watch_id=watch_id)
+            row = s.get(WatchStateRow, watch_id) or WatchStateRow(watch_id=watch_id)
             for k, v in values.items():
                 setattr(row, k, v)
             s.add(row)
@@ -200,7 +212,7 @@ class Store(OutboxStore, ChatStore):
         With ``expected_poll_at`` the write is refused (False; the credits are still
         written) when another writer touched the watch since the poll read it.
         """
-        ws = WatchState.__table__
+        ws = WatchStateRow.__table__
         with self.engine.begin() as conn:
             done = True
             if values:
@@ -214,7 +226,7 @@ class Store(OutboxStore, ChatStore):
                         select(ws.c.watch_id).where(ws.c.watch_id == watch_id)
                     ).first()
                     if exists is None:
-                        row = WatchState(watch_id=watch_id).model_dump()
+                        row = WatchStateRow(watch_id=watch_id).model_dump()
                         conn.execute(insert(ws).values({**row, **values}))
                     else:
                         done = False
@@ -275,18 +287,18 @@ class Store(OutboxStore, ChatStore):
     def ensure_watch(self, watch_id: str) -> WatchState:
         """The watch's state row, created on first sight (a lost creation race is harmless)."""
         with self.session() as s:
-            row = s.get(WatchState, watch_id)
+            row = s.get(WatchStateRow, watch_id)
             if row is not None:
-                return row
-            row = WatchState(watch_id=watch_id)
+                return watch_state_from_row(row)
+            row = WatchStateRow(watch_id=watch_id)
             s.add(row)
             try:
                 s.commit()
             except IntegrityError:
                 s.rollback()
-                row = s.get(WatchState, watch_id)
+                row = s.get(WatchStateRow, watch_id)
                 assert row is not None
-            return row
+            return watch_state_from_row(row)
 
     def commit_poll(self, w: PollWrite) -> bool:
         """Write a poll's snapshot, history, alerts, deliveries and state atomically.
@@ -298,7 +310,7 @@ class Store(OutboxStore, ChatStore):
         """
         new_seq = w.expected_seq + 1 if w.changes else w.expected_seq
         with self.engine.begin() as conn:
-            ws = WatchState.__table__
+            ws = WatchStateRow.__table__
             claimed = conn.execute(
                 update(ws)
                 .where(_unchanged_since(ws, w.watch_id, w.expected_seq, w.expected_poll_at))
@@ -319,7 +331,9 @@ class Store(OutboxStore, ChatStore):
                 insert(SnapshotRow), [snapshot_values(w.watch_id, t, w.now) for t in fresh]
             )
         if stale:
-            conn.execute(_SNAPSHOT_UPDATE, [_update_params(w.watch_id, t, w.now) for t in stale])
+            conn.execute(
+                SNAPSHOT_UPDATE, [snapshot_update_params(w.watch_id, t, w.now) for t in stale]
+            )
         if w.history:
             conn.execute(
                 insert(HistoryRow),
@@ -329,8 +343,8 @@ class Store(OutboxStore, ChatStore):
                         "product_id": t.product.id,
                         "seq": new_seq,
                         "at": w.now,
-                        "price": _str(t.product.price),
-                        "original_price": _str(t.product.original_price),
+                        "price": decimal_str(t.product.price),
+                        "original_price": decimal_str(t.product.original_price),
                         "discount_percent": t.product.discount_percent,
                         "rank": t.product.rank,
                         "sold": t.product.sold,
@@ -497,7 +511,8 @@ class Store(OutboxStore, ChatStore):
 
     def provider_state(self, provider: str) -> ProviderState | None:
         with self.session() as s:
-            return s.get(ProviderState, provider)
+            row = s.get(ProviderStateRow, provider)
+            return None if row is None else provider_state_from_row(row)
 
     def pause_provider(
         self,
@@ -510,7 +525,7 @@ class Store(OutboxStore, ChatStore):
         Atomic: several watches hitting the same 402 at once pause it once, and the episode's
         ``notices`` are stored in the same transaction, so a crash cannot lose them.
         """
-        t = ProviderState.__table__
+        t = ProviderStateRow.__table__
         until = as_utc(until)
         for _ in range(2):
             try:
@@ -541,7 +556,7 @@ class Store(OutboxStore, ChatStore):
 
     def set_provider_state(self, provider: str, **values: Any) -> None:
         with self.session() as s, s.begin():
-            row = s.get(ProviderState, provider) or ProviderState(provider=provider)
+            row = s.get(ProviderStateRow, provider) or ProviderStateRow(provider=provider)
             for k, v in values.items():
                 setattr(row, k, v)
             s.add(row)
@@ -597,10 +612,12 @@ __all__ = [
     "Mute",
     "PollWrite",
     "ProviderState",
+    "ProviderStateRow",
     "SnapshotRow",
     "Store",
     "Subscription",
     "WatchState",
+    "WatchStateRow",
     "as_utc",
     "product_from_json",
     "product_to_json",

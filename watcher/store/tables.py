@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, UniqueConstraint, bindparam, update
 from sqlmodel import Field, SQLModel
 
-from ..models import Alert, Product, Tracked
+from ..models import Alert, Product, ProviderState, Tracked, WatchState
 
 SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
 
@@ -29,7 +29,7 @@ class Meta(SQLModel, table=True):
     value: str
 
 
-class WatchState(SQLModel, table=True):
+class WatchStateRow(SQLModel, table=True):
     __tablename__ = "watch_state"
     watch_id: str = Field(primary_key=True)
     def_hash: str = ""
@@ -164,7 +164,7 @@ class InstanceRow(SQLModel, table=True):
     heartbeat_at: datetime
 
 
-class ProviderState(SQLModel, table=True):
+class ProviderStateRow(SQLModel, table=True):
     __tablename__ = "provider_state"
     provider: str = Field(primary_key=True)
     paused_until: datetime | None = None
@@ -178,8 +178,18 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _str(value: Decimal | None) -> str | None:
+def decimal_str(value: Decimal | None) -> str | None:
+    """A Decimal as stored (TEXT, exact); None stays None."""
     return None if value is None else str(value)
+
+
+def watch_state_from_row(row: WatchStateRow) -> WatchState:
+    """The frozen copy the store hands out: rows never leave the store."""
+    return WatchState(**row.model_dump())
+
+
+def provider_state_from_row(row: ProviderStateRow) -> ProviderState:
+    return ProviderState(**row.model_dump())
 
 
 def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
@@ -245,7 +255,8 @@ def alert_from_row(row: AlertRow) -> Alert:
 _SNAPSHOT_COLUMNS = [
     c.name for c in SnapshotRow.__table__.c if c.name not in ("watch_id", "product_id")
 ]
-_SNAPSHOT_UPDATE = (
+# one executemany UPDATE of snapshot rows, fed by ``snapshot_update_params``
+SNAPSHOT_UPDATE = (
     update(SnapshotRow.__table__)
     .where(SnapshotRow.__table__.c.watch_id == bindparam("b_watch"))
     .where(SnapshotRow.__table__.c.product_id == bindparam("b_product"))
@@ -253,7 +264,7 @@ _SNAPSHOT_UPDATE = (
 )
 
 
-def _update_params(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
+def snapshot_update_params(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
     v = snapshot_values(watch_id, t, now)
     v["b_watch"] = v.pop("watch_id")
     v["b_product"] = v.pop("product_id")
