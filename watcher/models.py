@@ -157,3 +157,26 @@ class Alert:
     @property
     def is_notice(self) -> bool:
         return self.rule_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: an alert for one (channel, target), as the store hands it out.
+
+    ``status`` is pending, sent or dead; ``held`` marks a delivery kept back by quiet hours
+    or a mute (it goes out in one digest when the hold ends); ``claim`` names the pass that
+    took it last.
+    """
+
+    id: int
+    alert_id: str
+    channel: str
+    target: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    held: bool = False
+    claim: str | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
