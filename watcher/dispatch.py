@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from . import logs
 from .channels import Channel
 from .delivery.plan import Item, Message, Mutes, TargetPlan, plan, quiet_until
-from .delivery.policy import RETRY_AFTER_CAP, Dead, after_failure, backoff_delay
+from .delivery.policy import RETRY_AFTER_CAP, Dead, Retry, after_failure, backoff_delay
 from .errors import ChatGone, ChatMoved, DeliveryError
 from .store import HEARTBEAT_EVERY, Store
 
@@ -40,6 +40,22 @@ async def _all(aws: Iterable[Awaitable[None]]) -> None:
 def _retrieved(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _log_failure(
+    channel: str, target: str, message: Message, fate: Retry | Dead, exc: DeliveryError
+) -> None:
+    fields = {
+        "attempts": fate.attempts,
+        "channel": channel,
+        "target": target or "-",
+        "alerts": ",".join(a.alert_id for a in message.alerts),
+    }
+    if isinstance(fate, Dead):
+        logs.event(log, "dead", logging.ERROR, **fields, error=str(exc))
+    else:
+        retry_in = f"{fate.delay:.1f}s"
+        logs.event(log, "retry", logging.WARNING, **fields, retry_in=retry_in, error=str(exc))
 
 
 class SentMarks:
@@ -90,6 +106,32 @@ class SentMarks:
             await asyncio.gather(*list(self._flushes), return_exceptions=True)
 
 
+class Heartbeat:
+    """Renews this instance's heartbeat while it may hold claims (even mid-send)."""
+
+    def __init__(self, beat: Callable[[], Awaitable[object]]) -> None:
+        self._beat = beat
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
+            try:
+                await self._beat()
+            except Exception as exc:  # a database hiccup: the next beat tries again
+                logs.event(log, "heartbeat_failed", logging.WARNING, error=repr(exc))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 class Dispatcher:
     """Sends due deliveries through their channels; one instance per process."""
 
@@ -111,7 +153,7 @@ class Dispatcher:
         self.rand = rand
         self._lock = asyncio.Lock()
         self._accepting = True
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat = Heartbeat(lambda: self._db(self.store.heartbeat))
         # the outbox's reads and writes never queue behind the polls' database work
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dispatch")
         self._marks = SentMarks(lambda ids: self._db(self.store.mark_sent, ids, self.clock()))
@@ -143,8 +185,7 @@ class Dispatcher:
 
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many deliveries were attempted."""
-        if self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        self._heartbeat.start()
         async with self._lock:
             due, mutes = await self._db(self._claim, self.clock())
             if not due:
@@ -179,16 +220,10 @@ class Dispatcher:
     async def _execute(self, target: TargetPlan) -> None:
         """Hold a target's deliveries, or send its messages one after another, in order."""
         if target.held_until is not None:
-            ids = target.ids
-            await self._db(self.store.hold, ids, target.held_until)
-            logs.event(
-                log,
-                "holding",
-                channel=target.channel,
-                target=target.target or "-",
-                alerts=len(ids),
-                until=target.held_until.isoformat(),
-            )
+            await self._db(self.store.hold, target.ids, target.held_until)
+            where = {"channel": target.channel, "target": target.target or "-"}
+            until = target.held_until.isoformat()
+            logs.event(log, "holding", **where, alerts=len(target.ids), until=until)
             return
         for message in target.messages:
             await self._send(self.channels[target.channel], target.target, message)
@@ -202,14 +237,8 @@ class Dispatcher:
             except DeliveryError:
                 raise
             except Exception as exc:  # a channel bug must not park a delivery forever
-                logs.event(
-                    log,
-                    "send_error",
-                    logging.ERROR,
-                    exc_info=True,
-                    channel=channel.id,
-                    target=target,
-                )
+                fields = {"channel": channel.id, "target": target or "-"}
+                logs.event(log, "send_error", logging.ERROR, exc_info=True, **fields)
                 raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except DeliveryError as exc:
             await self._failed(channel, target, message, exc)
@@ -259,33 +288,10 @@ class Dispatcher:
             message.ids,
             error=str(exc),
             dead=dead,
-            next_attempt_at=None if isinstance(fate, Dead) else fate.at,
+            next_attempt_at=fate.at if isinstance(fate, Retry) else None,
         )
         self._count(channel.id, "dead" if dead else "retry", len(message.ids))
-        alerts = ",".join(a.alert_id for a in message.alerts)
-        if isinstance(fate, Dead):
-            logs.event(
-                log,
-                "dead",
-                logging.ERROR,
-                channel=channel.id,
-                target=target or "-",
-                alerts=alerts,
-                attempts=fate.attempts,
-                error=str(exc),
-            )
-        else:
-            logs.event(
-                log,
-                "retry",
-                logging.WARNING,
-                channel=channel.id,
-                target=target or "-",
-                alerts=alerts,
-                attempts=fate.attempts,
-                retry_in=f"{fate.delay:.1f}s",
-                error=str(exc),
-            )
+        _log_failure(channel.id, target, message, fate, exc)
 
     def _count(self, channel: str, outcome: str, n: int) -> None:
         if self.on_outcome is not None:
@@ -312,21 +318,9 @@ class Dispatcher:
                 await self.sleep(wait)
         return False
 
-    async def _beat(self) -> None:
-        """Renew this instance's heartbeat while it may hold claims (even mid-send)."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
-            try:
-                await self._db(self.store.heartbeat)
-            except Exception as exc:  # a database hiccup: the next beat tries again
-                logs.event(log, "heartbeat_failed", logging.WARNING, error=repr(exc))
-
     async def close(self) -> None:
         await self._marks.written()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-            self._heartbeat = None
+        await self._heartbeat.stop()
         for ch in self.channels.values():
             await ch.close()
         self._executor.shutdown(wait=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from .. import render
+from .. import logs, render
 from ..errors import ChatGone, ChatMoved, DeliveryError
 from ..kinds import DELIVERY_PARAMS, ChannelType, Param
 from ..models import Alert
@@ -176,11 +176,14 @@ class TelegramChannel:
                 )
                 return
             except BadRequest as exc:  # Telegram could not fetch or use the image
-                log.warning(
-                    "channel=%s chat=%s photo rejected (%s); sending text",
-                    self.id,
-                    chat_id,
-                    self._redact(str(exc)),
+                error = self._redact(str(exc))  # the text goes instead
+                logs.event(
+                    log,
+                    "photo_rejected",
+                    logging.WARNING,
+                    channel=self.id,
+                    chat=chat_id,
+                    error=error,
                 )
         await self.bot.send_message(
             chat_id,
