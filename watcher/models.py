@@ -180,3 +180,14 @@ class Delivery:
     last_error: str | None = None
     created_at: datetime | None = None
     sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSubscription:
+    """A chat's /subscribe: ``scope`` is "rule", "watch" or "all" (``name`` "" for all)."""
+
+    channel: str
+    chat_id: int
+    scope: str
+    name: str = ""
+    created_at: datetime | None = None
