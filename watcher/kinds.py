@@ -197,9 +197,9 @@ def one_target(*_: Any) -> list[str]:
 class ChannelType:
     """A channel type: its config keys, its one-line doc and how it is built and routed.
 
-    Each is defined in its own module in ``watcher.channels``, next to its class, and
-    registered there with ``register_channel_type``. ``factory(config)`` builds the channel
-    (modules keep heavy imports inside it, so loading the config stays fast).
+    Each is defined in its own module of ``watcher.channels``, next to its class, and
+    registered by ``watcher.channels`` with ``register_channel_type``. ``factory(config)``
+    builds the channel (modules keep heavy imports inside it: loading the config stays fast).
     ``alert_targets(config, alert, subscribers)`` and ``notice_targets(config)`` say which
     targets of the channel receive a rule alert or a notice (``subscribers`` is the store's
     lookup of subscribed chats, or None). ``has_bot``: the channel's client also serves the
@@ -222,7 +222,7 @@ DELIVERY_PARAMS = {
     "timezone": Param("timezone", doc="IANA zone for quiet_hours (default UTC)"),
 }
 
-# Filled by the modules of ``watcher.channels`` (imported by ``watcher.channels``).
+# Filled by ``watcher.channels`` (which the config loader imports) from its modules' TYPEs.
 CHANNEL_TYPES: dict[str, ChannelType] = {}
 
 

@@ -36,6 +36,7 @@ class Channel(Protocol):
 
 
 def channel_type(name: str) -> ChannelType:
+    """The definition of a channel type, e.g. ``channel_type(cfg.type).has_bot``."""
     return CHANNEL_TYPES[name]
 
 
