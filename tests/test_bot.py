@@ -81,7 +81,7 @@ class Env:
         self.statuses: list[WatchStatus] | None = None
 
     async def start(self) -> BotService:
-        self.channel = TelegramChannel(self.config.channels["deals"], self.store)
+        self.channel = TelegramChannel(self.config.channels["deals"])
         self.service = BotService(
             self.config,
             self.store,
@@ -362,7 +362,7 @@ async def test_stop_is_safe_after_failed_start(fake, tmp_path, db_url):
 
     config = make_config(fake.base_url, token="999:WRONG")
     store = Store(db_url)
-    channel = TelegramChannel(config.channels["deals"], store)
+    channel = TelegramChannel(config.channels["deals"])
     service = BotService(config, store, channel, poll_timeout=1)
     with pytest.raises(BotStartError) as e:
         await service.start()

@@ -145,7 +145,7 @@ async def test_restarts_and_kills_lose_nothing_and_duplicate_nothing(world):
     await baseline(d)
     sim.step()
     await d.wait_log("event=poll watch=goli-store status=ok products=32 pages=4 alerts=3")
-    await d.wait_log("attempt 1 failed")
+    await d.wait_log("event=retry attempts=1 ")
     assert (await d.stop())[0] == 0
     assert hook.alerts() == []
 

@@ -19,7 +19,8 @@ from watcher.channels.telegram import (
     utf16_len,
 )
 from watcher.config import ChannelConfig
-from watcher.errors import DeliveryError
+from watcher.dispatch import Dispatcher
+from watcher.errors import ChatGone, ChatMoved, DeliveryError
 from watcher.models import Alert, Product
 from watcher.store import Store
 
@@ -84,7 +85,7 @@ def store(tmp_path, db_url):
     s.close()
 
 
-def make_channel(fake: FakeBotAPI, store: Store, timeout: float) -> TelegramChannel:
+def make_channel(fake: FakeBotAPI, timeout: float) -> TelegramChannel:
     return TelegramChannel(
         ChannelConfig(
             id="deals",
@@ -92,15 +93,23 @@ def make_channel(fake: FakeBotAPI, store: Store, timeout: float) -> TelegramChan
             token=TOKEN,
             base_url=fake.base_url,
             timeout=timedelta(seconds=timeout),
-        ),
-        store,
+        )
     )
 
 
+async def deliver(store: Store, channel: TelegramChannel, chat: int, *alerts: Alert) -> None:
+    """Through the outbox, as the daemon does: the dispatcher applies the channel's outcomes
+    (a day from now: no mute set by a test holds the delivery)."""
+    now = datetime.now(UTC) + timedelta(days=1)
+    store.add_alerts([(a, [("deals", str(chat))]) for a in alerts], now)
+    dispatcher = Dispatcher(store, {"deals": channel}, clock=lambda: now)
+    assert await dispatcher.deliver_due() == len(alerts)
+
+
 @pytest.fixture
-async def channel(fake, store):
+async def channel(fake):
     # per-request timeout: generous, so a loaded CI box never times out a normal answer
-    ch = make_channel(fake, store, timeout=5)
+    ch = make_channel(fake, timeout=5)
     yield ch
     await ch.close()
 
@@ -198,9 +207,13 @@ async def test_forbidden_forgets_the_chat_and_is_final(fake, channel, store):
     store.subscribe("deals", 777, "all")
     store.set_mute("deals", CHAT, datetime.now(UTC) + timedelta(hours=1))
     fake.fail(CHAT, "forbidden")
-    with pytest.raises(DeliveryError) as e:
+    with pytest.raises(ChatGone) as e:
         await channel.send(str(CHAT), [ALERT])
-    assert e.value.retryable is False
+    assert e.value.retryable is False and e.value.chat_id == CHAT
+    assert len(store.subscriptions("deals", CHAT)) == 2  # the channel never writes the store
+    fake.fail(CHAT, "forbidden")
+    await deliver(store, channel, CHAT, ALERT)
+    assert store.delivery_counts() == {"dead": 1}
     assert store.subscriptions("deals", CHAT) == []
     assert ("deals", CHAT) not in store.mutes("deals")
     assert len(store.subscriptions("deals", 777)) == 1
@@ -209,7 +222,12 @@ async def test_forbidden_forgets_the_chat_and_is_final(fake, channel, store):
 async def test_chat_migrated_resends_to_new_id_and_moves_subscriptions(fake, channel, store):
     store.subscribe("deals", GROUP, "watch", "goli-store")
     fake.fail(GROUP, f"migrate:{NEW_GROUP}")
-    await channel.send(str(GROUP), [ALERT])
+    with pytest.raises(ChatMoved) as e:
+        await channel.send(str(GROUP), [ALERT])
+    assert (e.value.old_id, e.value.new_id) == (GROUP, NEW_GROUP)
+    fake.fail(GROUP, f"migrate:{NEW_GROUP}")
+    await deliver(store, channel, GROUP, ALERT)
+    assert store.delivery_counts() == {"sent": 1}
     assert fake.sent_to(GROUP) == []
     [sent] = fake.sent_to(NEW_GROUP)
     assert sent.method == "sendPhoto"
@@ -234,7 +252,7 @@ async def test_migration_in_the_middle_of_a_digest_sends_the_rest_once(fake, cha
             fake.fail(GROUP, f"migrate:{NEW_GROUP}")
 
     channel._send_one = migrate_after_part_1
-    await channel.send(str(GROUP), alerts)
+    await deliver(store, channel, GROUP, *alerts)
 
     # part 2 went to the old id, was refused with the new id, and was sent there instead
     assert calls == [GROUP, GROUP] + [NEW_GROUP] * (len(texts) - 1)
@@ -256,7 +274,7 @@ async def test_server_errors_are_retryable(fake, channel, mode):
 
 async def test_a_timeout_is_retryable(fake, store):
     # the only test that wants a short per-request timeout: the fake answers after 3 s
-    channel = make_channel(fake, store, timeout=1)
+    channel = make_channel(fake, timeout=1)
     fake.fail(CHAT, "slow:3")
     try:
         with pytest.raises(DeliveryError) as e:
@@ -299,8 +317,7 @@ async def test_token_never_appears_in_logs_or_errors(fake, store, caplog):
     wrong = TelegramChannel(
         ChannelConfig(
             id="deals", type="telegram", token="999:WRONG-SECRET", base_url=fake.base_url
-        ),
-        store,
+        )
     )
     with pytest.raises(DeliveryError) as e:
         await wrong.send(str(CHAT), [ALERT])
@@ -309,7 +326,7 @@ async def test_token_never_appears_in_logs_or_errors(fake, store, caplog):
     assert "WRONG-SECRET" not in str(e.value)
     assert all("WRONG-SECRET" not in r.getMessage() for r in ours)
     ch = TelegramChannel(
-        ChannelConfig(id="deals", type="telegram", token=TOKEN, base_url=fake.base_url), store
+        ChannelConfig(id="deals", type="telegram", token=TOKEN, base_url=fake.base_url)
     )
     await ch.send(str(CHAT), [ALERT])
     await ch.close()
@@ -325,8 +342,6 @@ async def test_reopens_after_the_shared_bot_was_shut_down(fake, channel):
 
 
 async def test_outbox_honours_retry_after_then_delivers(fake, channel, store):
-    from watcher.dispatch import Dispatcher
-
     now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
     clock = [now]
     store.add_alerts([(ALERT, [("deals", str(CHAT))])], now)

@@ -20,6 +20,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+import watcher.channels  # noqa: F401  (registers the channel types in kinds.CHANNEL_TYPES)
 from watcher.configload import ID_ALLOWED, ID_RE, Entries, Reader, options
 from watcher.errors import ConfigError
 from watcher.kinds import (

@@ -74,3 +74,22 @@ class DeliveryError(WatcherError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class ChatGone(DeliveryError):
+    """The chat refused the bot for good (blocked, kicked): final; the dispatcher forgets
+    the chat (its subscriptions and mute) through the store."""
+
+    def __init__(self, message: str, *, chat_id: int) -> None:
+        super().__init__(message, retryable=False)
+        self.chat_id = chat_id
+
+
+class ChatMoved(DeliveryError):
+    """The chat has a new id (a group became a supergroup): the dispatcher moves the chat's
+    subscriptions and pending deliveries to ``new_id`` and sends there at once."""
+
+    def __init__(self, message: str, *, old_id: int, new_id: int) -> None:
+        super().__init__(message, retryable=True)
+        self.old_id = old_id
+        self.new_id = new_id

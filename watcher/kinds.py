@@ -7,7 +7,9 @@ meta-test checks the two agree. Adding a kind starts here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,56 +188,49 @@ MATCH_PARAMS = {
 }
 
 
+def one_target(*_: Any) -> list[str]:
+    """The channel is its own single target (a webhook URL, the console): target ""."""
+    return [""]
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelType:
+    """A channel type: its config keys, its one-line doc and how it is built and routed.
+
+    Each is defined in its own module of ``watcher.channels``, next to its class, and
+    registered by ``watcher.channels`` with ``register_channel_type``. ``factory(config)``
+    builds the channel (modules keep heavy imports inside it: loading the config stays fast).
+    ``alert_targets(config, alert, subscribers)`` and ``notice_targets(config)`` say which
+    targets of the channel receive a rule alert or a notice (``subscribers`` is the store's
+    lookup of subscribed chats, or None). ``has_bot``: the channel's client also serves the
+    command bot (``watcher.bot``).
+    """
+
     name: str
     doc: str
     params: dict[str, Param]
+    factory: Callable[..., Any] | None = None
+    alert_targets: Callable[..., list[str]] = one_target
+    notice_targets: Callable[..., list[str]] = one_target
+    has_bot: bool = False
 
 
-_DELIVERY = {
+DELIVERY_PARAMS = {
     "max_attempts": Param("positive_int", doc="deliveries before an alert is dead (default 8)"),
     "group_over": Param("positive_int", doc="more alerts than this per poll → one digest (5)"),
     "quiet_hours": Param("hhmm_range", doc='"23:00-07:00": hold alerts, then one digest'),
     "timezone": Param("timezone", doc="IANA zone for quiet_hours (default UTC)"),
 }
 
-CHANNEL_TYPES: dict[str, ChannelType] = {
-    c.name: c
-    for c in (
-        ChannelType(
-            "telegram",
-            "Messages to Telegram chats through a bot.",
-            {
-                "token": Param("str", required=True, doc="bot token"),
-                "base_url": Param("str", doc="Bot API base, e.g. http://127.0.0.1:8081/bot"),
-                "chat_ids": Param("int_list", doc="chats that always receive this channel"),
-                "admins": Param("int_list", doc="user ids allowed admin commands"),
-                "allow_subscribe": Param("bool", doc="other chats may /subscribe (true)"),
-                **_DELIVERY,
-            },
-        ),
-        ChannelType(
-            "webhook",
-            "JSON POST, optionally HMAC-SHA256 signed.",
-            {
-                "url": Param("str", required=True),
-                "secret": Param("str", doc="HMAC-SHA256 signing secret"),
-                "headers": Param("str_map", doc="extra request headers"),
-                "timeout": Param("duration", doc="per request (default 10s)"),
-                "follow_redirects": Param(
-                    "bool", doc="follow redirects (default false); never signed to another host"
-                ),
-                **_DELIVERY,
-            },
-        ),
-        ChannelType(
-            "console",
-            "Prints alerts to standard output.",
-            {"group_over": _DELIVERY["group_over"]},
-        ),
-    )
-}
+# Filled by ``watcher.channels`` (which the config loader imports) from its modules' TYPEs.
+CHANNEL_TYPES: dict[str, ChannelType] = {}
+
+
+def register_channel_type(ctype: ChannelType) -> ChannelType:
+    """Declare a channel type under its name (one module per type)."""
+    CHANNEL_TYPES[ctype.name] = ctype
+    return ctype
+
 
 CHANNEL_COMMON = {"type": Param("str", required=True)}  # channels are a map keyed by id
 

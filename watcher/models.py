@@ -190,3 +190,37 @@ class ProviderState:
     provider: str
     paused_until: datetime | None = None
     pause_notified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: an alert for one (channel, target), as the store hands it out.
+
+    ``status`` is pending, sent or dead; ``held`` marks a delivery kept back by quiet hours
+    or a mute (it goes out in one digest when the hold ends); ``claim`` names the pass that
+    took it last.
+    """
+
+    id: int
+    alert_id: str
+    channel: str
+    target: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    held: bool = False
+    claim: str | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSubscription:
+    """A chat's /subscribe: ``scope`` is "rule", "watch" or "all" (``name`` "" for all)."""
+
+    channel: str
+    chat_id: int
+    scope: str
+    name: str = ""
+    created_at: datetime | None = None

@@ -61,7 +61,7 @@ class Runtime:
             dry_run=dry_run,
             subscribers=self.store.subscribers,  # chats that /subscribe'd get alerts too
         )
-        self.dispatcher = Dispatcher(self.store, build_channels(config, store=self.store))
+        self.dispatcher = Dispatcher(self.store, build_channels(config))
         self._registered = False
         if not dry_run:
             self.store.register_instance()

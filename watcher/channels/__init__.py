@@ -1,19 +1,29 @@
-"""Delivery channels, one module per kind, registered by the config's channel ``type``.
+"""Delivery channels, one module per type, each holding its ``ChannelType`` and its class.
 
 A channel's ``send(target, alerts)`` delivers one alert, or a digest when given several,
-and raises ``DeliveryError`` saying whether a retry can help.
+and raises ``DeliveryError`` saying whether a retry can help; a chat that is gone or moved
+is a ``ChatGone`` / ``ChatMoved`` the dispatcher applies to the store (channels never
+write to it). Importing this package registers every type in ``kinds.CHANNEL_TYPES``
+without importing python-telegram-bot or aiohttp: each module imports those when a channel
+is built, so ``watcher check`` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..config import ChannelConfig, Config
-from ..models import Alert
+from ..kinds import CHANNEL_TYPES, ChannelType, register_channel_type
+from . import console, telegram, webhook
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..config import ChannelConfig, Config
+    from ..models import Alert
+
+# The registration, explicit and in the order the config's hints list them.
+TYPES: tuple[ChannelType, ...] = tuple(
+    register_channel_type(t) for t in (telegram.TYPE, webhook.TYPE, console.TYPE)
+)
 
 
 class Channel(Protocol):
@@ -25,32 +35,18 @@ class Channel(Protocol):
     async def close(self) -> None: ...
 
 
-ChannelFactory = Callable[..., Channel]  # (config, *, store) -> Channel
-CHANNELS: dict[str, ChannelFactory] = {}
+def channel_type(name: str) -> ChannelType:
+    """The definition of a channel type, e.g. ``channel_type(cfg.type).has_bot``."""
+    return CHANNEL_TYPES[name]
 
 
-def register(kind: str) -> Callable[[ChannelFactory], ChannelFactory]:
-    def deco(factory: ChannelFactory) -> ChannelFactory:
-        CHANNELS[kind] = factory
-        return factory
-
-    return deco
-
-
-def build_channels(
-    config: Config, *, store: Store | None = None, kinds: Sequence[str] | None = None
-) -> dict[str, Channel]:
-    """Instantiate every configured channel whose kind has an implementation (and is wanted)."""
-    from . import console, webhook  # noqa: F401  (registers the kinds)
-
-    if any(c.type == "telegram" for c in config.channels.values()):
-        from . import telegram  # noqa: F401  (python-telegram-bot is slow to import)
-
+def build_channels(config: Config, *, kinds: Sequence[str] | None = None) -> dict[str, Channel]:
+    """Instantiate every configured channel whose type has an implementation (and is wanted)."""
     out: dict[str, Channel] = {}
     for cid, cfg in config.channels.items():
         if kinds is not None and cfg.type not in kinds:
             continue
-        factory = CHANNELS.get(cfg.type)
+        factory = CHANNEL_TYPES[cfg.type].factory if cfg.type in CHANNEL_TYPES else None
         if factory is not None:
-            out[cid] = factory(cfg, store=store)
+            out[cid] = factory(cfg)
     return out

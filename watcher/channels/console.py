@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .. import render
-from ..config import ChannelConfig
+from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
-from . import register
+
+if TYPE_CHECKING:
+    from ..config import ChannelConfig
 
 
-@register("console")
 class ConsoleChannel:
-    def __init__(
-        self, config: ChannelConfig, *, store: object = None, stream: TextIO | None = None
-    ) -> None:
+    def __init__(self, config: ChannelConfig, *, stream: TextIO | None = None) -> None:
         self.id = config.id
         self.config = config
         self._stream = stream
@@ -34,3 +33,11 @@ class ConsoleChannel:
 
     async def close(self) -> None:
         return None
+
+
+TYPE = ChannelType(
+    "console",
+    "Prints alerts to standard output.",
+    {"group_over": DELIVERY_PARAMS["group_over"]},
+    factory=ConsoleChannel,
+)

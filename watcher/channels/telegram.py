@@ -6,40 +6,34 @@ The channel owns ONE ``telegram.ext.ExtBot`` (exposed as ``.bot``) which the com
 ``RetryAfter`` itself: the outbox honours ``retry_after`` and keeps its own attempt count.
 
 Error mapping (spec section 6): flood control, timeouts and network errors are retryable;
-a blocked or kicked bot (Forbidden) forgets the chat and is final; a group upgraded to a
-supergroup (ChatMigrated) moves the chat's subscriptions and is delivered to the new id at
-once; any other Bad Request is final.
+a blocked or kicked bot (Forbidden) is ``ChatGone``: final, and the dispatcher forgets the
+chat; a group upgraded to a supergroup (ChatMigrated) is ``ChatMoved``: the dispatcher
+moves the chat's subscriptions and delivers to the new id at once; any other Bad Request is
+final. The channel never writes to the store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from telegram import LinkPreviewOptions
-from telegram.constants import ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    RetryAfter,
-    TelegramError,
-)
-from telegram.ext import AIORateLimiter, ExtBot
-from telegram.request import HTTPXRequest
-
-from .. import render
-from ..config import ChannelConfig
-from ..errors import DeliveryError
+from .. import logs, render
+from ..errors import ChatGone, ChatMoved, DeliveryError
+from ..kinds import DELIVERY_PARAMS, ChannelType, Param
 from ..models import Alert
-from ..store import Store
 from ..util import redact
-from . import register
+
+if TYPE_CHECKING:  # python-telegram-bot is slow to import: only when a channel is built
+    from telegram.error import RetryAfter, TelegramError
+    from telegram.ext import ExtBot
+
+    from ..config import ChannelConfig
+    from ..routing import Subscribers
 
 log = logging.getLogger("watcher.channels.telegram")
 
@@ -57,6 +51,8 @@ class _DropRetryAfterTraceback(logging.Filter):
     """The limiter logs a traceback for every RetryAfter; the outbox already reports it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from telegram.error import RetryAfter
+
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, RetryAfter)
 
@@ -66,7 +62,6 @@ logging.getLogger("telegram.ext.AIORateLimiter").addFilter(_DropRetryAfterTraceb
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"
 MESSAGE_LIMIT = 4096  # characters of a text message
 CAPTION_LIMIT = 1024  # characters of a photo caption
-_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +73,17 @@ class _Message:
     preview: bool = False
 
 
-@register("telegram")
 class TelegramChannel:
     """Sends alerts to Telegram chats; ``target`` is the chat id as a string."""
 
-    def __init__(
-        self,
-        config: ChannelConfig,
-        store: Store | None = None,
-        bot: ExtBot | None = None,
-    ) -> None:
+    def __init__(self, config: ChannelConfig, bot: ExtBot | None = None) -> None:
         self.id = config.id
         self.config = config
-        self.store = store
         self._progress: dict[tuple[str, tuple[str, ...]], int] = {}  # digest parts sent
         if bot is None:
+            from telegram.ext import AIORateLimiter, ExtBot
+            from telegram.request import HTTPXRequest
+
             if not config.token:
                 raise ValueError(f"telegram channel {config.id!r} needs a token")
             timeout = config.timeout.total_seconds()
@@ -125,7 +116,11 @@ class TelegramChannel:
 
         Raises:
             DeliveryError: ``retryable`` says whether the outbox should try again.
+            ChatMoved: the chat has a new id; the dispatcher moves it and sends there.
+            ChatGone: the bot was blocked or kicked; the dispatcher forgets the chat.
         """
+        from telegram.error import TelegramError
+
         if not alerts:
             return
         try:
@@ -136,63 +131,66 @@ class TelegramChannel:
             ) from None
         messages = plan_messages(alerts)
         # A digest split into parts: a retry resumes after the parts that already arrived
-        # (in this process), so a failure on part 3 does not repeat parts 1 and 2.
-        key = (target, tuple(a.alert_id for a in alerts))
-        migrated = False
-        i = self._progress.pop(key, 0)
+        # (in this process), so a failure on part 3 does not repeat parts 1 and 2; so does
+        # the send to a migrated chat's new id.
+        ids = tuple(a.alert_id for a in alerts)
+        i = self._progress.pop((target, ids), 0)
         while i < len(messages):
             try:
                 await self.bot.initialize()  # no-op when open; reopens after a shutdown
                 await self._send_one(chat_id, messages[i])
-            except ChatMigrated as exc:
-                if migrated:  # migrated twice in one delivery: let the outbox retry
-                    raise self._error(exc, chat_id, retryable=True) from exc
-                migrated = True
-                new_id = int(exc.new_chat_id)
-                log.info("channel=%s chat %s migrated to %s", self.id, chat_id, new_id)
-                if self.store is not None:
-                    await asyncio.to_thread(self.store.migrate_chat, self.id, chat_id, new_id)
-                chat_id = new_id
-                continue  # resend the message that failed (earlier parts arrived already)
             except TelegramError as exc:
-                if i:
-                    self._progress[key] = i
-                raise await self._map_error(exc, chat_id) from exc
+                raise self._outcome(exc, chat_id, (target, ids), i) from exc
             i += 1
 
-    async def _send_one(self, chat_id: int, msg: _Message) -> None:
-        if msg.photo is not None:
-            try:
-                await self.bot.send_photo(
-                    chat_id, photo=msg.photo, caption=msg.text, parse_mode=ParseMode.HTML
-                )
-                return
-            except BadRequest as exc:  # Telegram could not fetch or use the image
-                log.warning(
-                    "channel=%s chat=%s photo rejected (%s); sending text",
-                    self.id,
-                    chat_id,
-                    self._redact(str(exc)),
-                )
-        await self.bot.send_message(
-            chat_id,
-            msg.text,
-            parse_mode=ParseMode.HTML,
-            link_preview_options=None if msg.preview else _NO_PREVIEW,
-        )
+    def _outcome(
+        self, exc: TelegramError, chat_id: int, key: tuple[str, tuple[str, ...]], sent: int
+    ) -> DeliveryError:
+        """The typed outcome of a failed call; ``sent`` parts of the delivery arrived."""
+        from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter
 
-    async def _map_error(self, exc: TelegramError, chat_id: int) -> DeliveryError:
+        if isinstance(exc, ChatMigrated):
+            new_id = int(exc.new_chat_id)
+            if sent:  # the rest goes to the new id (earlier parts arrived already)
+                self._progress[(str(new_id), key[1])] = sent
+            return ChatMoved(self._text(exc, chat_id), old_id=chat_id, new_id=new_id)
+        if sent:
+            self._progress[key] = sent
         if isinstance(exc, RetryAfter):
             return self._error(exc, chat_id, retryable=True, retry_after=retry_after_seconds(exc))
-        if isinstance(exc, Forbidden):
-            log.warning("channel=%s chat=%s forbidden: forgetting the chat", self.id, chat_id)
-            if self.store is not None:
-                await asyncio.to_thread(self.store.forget_chat, self.id, chat_id)
-            return self._error(exc, chat_id, retryable=False)
+        if isinstance(exc, Forbidden):  # blocked or kicked: the dispatcher forgets the chat
+            return ChatGone(self._text(exc, chat_id), chat_id=chat_id)
         if isinstance(exc, BadRequest):  # checked first: BadRequest subclasses NetworkError
             return self._error(exc, chat_id, retryable=False)
         # TimedOut, NetworkError (5xx, connection), InvalidToken, anything else: try again
         return self._error(exc, chat_id, retryable=True)
+
+    async def _send_one(self, chat_id: int, msg: _Message) -> None:
+        from telegram import LinkPreviewOptions
+        from telegram.error import BadRequest
+
+        if msg.photo is not None:
+            try:
+                await self.bot.send_photo(
+                    chat_id, photo=msg.photo, caption=msg.text, parse_mode="HTML"
+                )
+                return
+            except BadRequest as exc:  # Telegram could not fetch or use the image
+                error = self._redact(str(exc))  # the text goes instead
+                logs.event(
+                    log,
+                    "photo_rejected",
+                    logging.WARNING,
+                    channel=self.id,
+                    chat=chat_id,
+                    error=error,
+                )
+        await self.bot.send_message(
+            chat_id,
+            msg.text,
+            parse_mode="HTML",
+            link_preview_options=None if msg.preview else LinkPreviewOptions(is_disabled=True),
+        )
 
     def _error(
         self,
@@ -202,12 +200,13 @@ class TelegramChannel:
         retryable: bool,
         retry_after: float | None = None,
     ) -> DeliveryError:
-        text = self._redact(f"{type(exc).__name__}: {exc}")
         return DeliveryError(
-            f"telegram {self.id} chat {chat_id}: {text}",
-            retryable=retryable,
-            retry_after=retry_after,
+            self._text(exc, chat_id), retryable=retryable, retry_after=retry_after
         )
+
+    def _text(self, exc: TelegramError, chat_id: int) -> str:
+        text = self._redact(f"{type(exc).__name__}: {exc}")
+        return f"telegram {self.id} chat {chat_id}: {text}"
 
     def _redact(self, text: str) -> str:
         """Error texts can carry the token (InvalidToken quotes it): never pass it on."""
@@ -261,6 +260,21 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+def _alert_chats(
+    config: ChannelConfig, alert: Alert, subscribers: Subscribers | None
+) -> list[str]:
+    """A rule alert goes to the channel's ``chat_ids`` and to the chats subscribed to it."""
+    chats = list(config.chat_ids)
+    if subscribers is not None:
+        chats += list(subscribers(config.id, alert.rule_id, alert.watch_id))
+    return [str(c) for c in dict.fromkeys(chats)]
+
+
+def _admin_chats(config: ChannelConfig) -> list[str]:
+    """A notice (a watch failing, a provider paused) goes to the channel's admins."""
+    return [str(a) for a in config.admins]
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     """``retry_after`` in seconds; PTB 22 gives an int or a timedelta (and warns on read)."""
     with warnings.catch_warnings():
@@ -271,10 +285,28 @@ def retry_after_seconds(exc: RetryAfter) -> float:
     return float(value)
 
 
+TYPE = ChannelType(
+    "telegram",
+    "Messages to Telegram chats through a bot.",
+    {
+        "token": Param("str", required=True, doc="bot token"),
+        "base_url": Param("str", doc="Bot API base, e.g. http://127.0.0.1:8081/bot"),
+        "chat_ids": Param("int_list", doc="chats that always receive this channel"),
+        "admins": Param("int_list", doc="user ids allowed admin commands"),
+        "allow_subscribe": Param("bool", doc="other chats may /subscribe (true)"),
+        **DELIVERY_PARAMS,
+    },
+    factory=TelegramChannel,
+    alert_targets=_alert_chats,
+    notice_targets=_admin_chats,
+    has_bot=True,
+)
+
 __all__ = [
     "CAPTION_LIMIT",
     "DEFAULT_BASE_URL",
     "MESSAGE_LIMIT",
+    "TYPE",
     "TelegramChannel",
     "alert_html",
     "plan_messages",

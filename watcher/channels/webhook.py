@@ -8,16 +8,18 @@ import json
 import math
 import time
 from collections.abc import Sequence
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING
 
 from .. import render
-from ..config import ChannelConfig
 from ..errors import DeliveryError
+from ..kinds import DELIVERY_PARAMS, ChannelType, Param
 from ..models import Alert
 from ..util import USER_AGENT, retry_after_seconds
-from . import register
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ..config import ChannelConfig
 
 RETRYABLE_4XX = {408, 429}
 FOLLOWED = {301, 302, 307, 308}  # re-POSTed with the same body, when follow_redirects is set
@@ -29,14 +31,17 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@register("webhook")
 class WebhookChannel:
-    def __init__(self, config: ChannelConfig, *, store: object = None) -> None:
+    """POSTs to the channel's ``url``; its one target is ""."""
+
+    def __init__(self, config: ChannelConfig) -> None:
         self.id = config.id
         self.config = config
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at import: loading the config must stay fast
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
@@ -45,6 +50,9 @@ class WebhookChannel:
         return self._session
 
     async def send(self, target: str, alerts: Sequence[Alert]) -> None:
+        import aiohttp
+        from yarl import URL
+
         if len(alerts) == 1:
             payload = render.webhook_body(alerts[0])
         else:
@@ -97,3 +105,20 @@ class WebhookChannel:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+TYPE = ChannelType(
+    "webhook",
+    "JSON POST, optionally HMAC-SHA256 signed.",
+    {
+        "url": Param("str", required=True),
+        "secret": Param("str", doc="HMAC-SHA256 signing secret"),
+        "headers": Param("str_map", doc="extra request headers"),
+        "timeout": Param("duration", doc="per request (default 10s)"),
+        "follow_redirects": Param(
+            "bool", doc="follow redirects (default false); never signed to another host"
+        ),
+        **DELIVERY_PARAMS,
+    },
+    factory=WebhookChannel,
+)

@@ -12,7 +12,7 @@ from .decision import definition_hash
 from .outcome import PollOutcome, notice
 from .pauses import PROVIDER_STATE_TTL
 from .poll import POLLS_PER_REQUEST_SLOT, Pipeline, Source
-from .routing import Subscribers, route
+from ..routing import Subscribers, route
 
 __all__ = [
     "PAUSE_ON_402",

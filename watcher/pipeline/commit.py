@@ -18,7 +18,7 @@ from ..rules import RuleContext, evaluate
 from ..store import PollWrite, Store, as_utc
 from .credits import CreditMeter
 from .decision import Decision, rule_alert
-from .routing import Subscribers, route
+from ..routing import Subscribers, route
 
 log = logging.getLogger("watcher.pipeline")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from ..models import ChatSubscription
 from ..util import as_utc, utcnow
 from .tables import (
     DeliveryRow,
@@ -45,16 +46,17 @@ class ChatStore:
                 q = q.where(Subscription.scope == scope).where(Subscription.name == name)
             return s.connection().execute(q).rowcount
 
-    def subscriptions(self, channel: str, chat_id: int) -> list[Subscription]:
+    def subscriptions(self, channel: str, chat_id: int) -> list[ChatSubscription]:
         with self.session() as s:
-            return list(
-                s.exec(
-                    select(Subscription)
-                    .where(Subscription.channel == channel)
-                    .where(Subscription.chat_id == chat_id)
-                    .order_by(Subscription.scope, Subscription.name)
-                ).scalars()
-            )
+            rows = s.exec(
+                select(Subscription)
+                .where(Subscription.channel == channel)
+                .where(Subscription.chat_id == chat_id)
+                .order_by(Subscription.scope, Subscription.name)
+            ).scalars()
+            return [
+                ChatSubscription(r.channel, r.chat_id, r.scope, r.name, r.created_at) for r in rows
+            ]
 
     def subscribers(self, channel: str, rule_id: str | None, watch_id: str | None) -> list[int]:
         """Chats subscribed to this rule, this watch, or all."""

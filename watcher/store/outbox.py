@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from ..models import Alert
+from ..models import Alert, Delivery
 from ..util import as_utc, utcnow
 from .tables import (
     AlertRow,
@@ -83,7 +83,7 @@ class OutboxStore:
 
     def due_deliveries(
         self, now: datetime, channels: Iterable[str] | None = None
-    ) -> list[tuple[DeliveryRow, Alert]]:
+    ) -> list[tuple[Delivery, Alert]]:
         """What is due now (read only; ``claim_due`` is what a dispatcher uses)."""
         with self.session() as s:
             q = (
@@ -95,7 +95,7 @@ class OutboxStore:
             )
             if channels is not None:
                 q = q.where(DeliveryRow.channel.in_(list(channels)))  # type: ignore[attr-defined]
-            return [(d, alert_from_row(a)) for d, a in s.exec(q).all()]
+            return [(delivery_from_row(d), alert_from_row(a)) for d, a in s.exec(q).all()]
 
     def claim_due(
         self,
@@ -104,7 +104,7 @@ class OutboxStore:
         *,
         lease: timedelta = CLAIM_LEASE,
         limit: int = 200,
-    ) -> list[tuple[DeliveryRow, Alert]]:
+    ) -> list[tuple[Delivery, Alert]]:
         """Take what is due for this process only: two dispatchers (a daemon and a manual
         ``watcher once``) never send the same delivery at once.
 
@@ -144,7 +144,7 @@ class OutboxStore:
                 .where(DeliveryRow.claim == token)
                 .order_by(DeliveryRow.id)
             ).all()
-            return [(row, alert_from_row(a)) for row, a in rows]
+            return [(delivery_from_row(row), alert_from_row(a)) for row, a in rows]
 
     def release_dead_claims(self, now: datetime | None = None) -> int:
         """Hand back the claims of instances that stopped their heartbeat (a crash, a SIGKILL,
@@ -258,7 +258,7 @@ class OutboxStore:
 
     def recent_alerts(
         self, *, limit: int = 50, failed: bool = False
-    ) -> list[tuple[Alert, list[DeliveryRow]]]:
+    ) -> list[tuple[Alert, list[Delivery]]]:
         with self.session() as s:
             q = select(AlertRow).order_by(AlertRow.detected_at.desc()).limit(limit)  # type: ignore[attr-defined]
             if failed:
@@ -273,9 +273,12 @@ class OutboxStore:
             alerts = list(s.exec(q).scalars())
             out = []
             for a in alerts:
-                ds = list(
-                    s.exec(select(DeliveryRow).where(DeliveryRow.alert_id == a.alert_id)).scalars()
-                )
+                ds = [
+                    delivery_from_row(d)
+                    for d in s.exec(
+                        select(DeliveryRow).where(DeliveryRow.alert_id == a.alert_id)
+                    ).scalars()
+                ]
                 out.append((alert_from_row(a), ds))
         return out
 
@@ -285,6 +288,25 @@ class OutboxStore:
                 select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
             ).all()
         return dict(rows)
+
+
+def delivery_from_row(row: DeliveryRow) -> Delivery:
+    """The frozen value of an outbox row: rows stay inside the store."""
+    assert row.id is not None  # read back from the database
+    return Delivery(
+        id=row.id,
+        alert_id=row.alert_id,
+        channel=row.channel,
+        target=row.target,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        held=row.held,
+        claim=row.claim,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+    )
 
 
 def _process_scope() -> str | None:
