@@ -7,12 +7,12 @@ writing half, ``credits`` the credit meter, ``routing`` who receives an alert.
 from __future__ import annotations
 
 from ..health import PAUSE_ON_402
+from ..routing import Subscribers, route
 from .credits import CreditMeter
 from .decision import definition_hash
 from .outcome import PollOutcome, notice
 from .pauses import PROVIDER_STATE_TTL
 from .poll import POLLS_PER_REQUEST_SLOT, Pipeline, Source
-from ..routing import Subscribers, route
 
 __all__ = [
     "PAUSE_ON_402",

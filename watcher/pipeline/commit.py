@@ -14,11 +14,11 @@ from datetime import datetime
 from .. import logs
 from ..config import Config, WatchConfig
 from ..models import Alert, DiffResult, Tracked, WatchState
+from ..routing import Subscribers, route
 from ..rules import RuleContext, evaluate
 from ..store import PollWrite, Store, as_utc
 from .credits import CreditMeter
 from .decision import Decision, rule_alert
-from ..routing import Subscribers, route
 
 log = logging.getLogger("watcher.pipeline")
 
