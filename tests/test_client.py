@@ -24,8 +24,8 @@ from watcher import kinds
 from watcher.config import WATCH_PROVIDERS, ProviderConfig, WatchConfig
 from watcher.errors import PaymentRequired, ProviderUnavailable
 from watcher.models import Product
+from watcher.sources import PROVIDERS, SOURCES
 from watcher.sources.client import MAX_ATTEMPTS, USER_AGENT, ProviderClient, retry_after_seconds
-from watcher.sources.specs import PROVIDERS, SOURCES
 
 UPSTREAM = Path(__file__).parent / "data" / "upstream"
 
@@ -845,20 +845,20 @@ async def test_one_session_for_many_polls_then_close(make: Any, mock: Any) -> No
     h = make()
     mock.get(STORE_RE, payload=store_page(["a"], has_more=False), repeat=True)
     await h.client.poll(STORE)
-    session = h.client._open().session
+    session = h.client._transport._open().session
     await asyncio.gather(h.client.poll(STORE), h.client.poll(STORE))
-    assert h.client._open().session is session
+    assert h.client._transport._open().session is session
     await h.client.close()
     assert session.closed
     await h.client.poll(STORE)  # reopens lazily
-    assert h.client._open().session is not session
+    assert h.client._transport._open().session is not session
 
 
 async def test_context_manager_closes(mock: Any) -> None:
     async with ProviderClient(SF) as client:
         mock.get(STORE_RE, payload=store_page(["a"], has_more=False))
         await client.poll(STORE)
-        session = client._open().session
+        session = client._transport._open().session
     assert session.closed
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from watcher import sources
+
 
 @dataclass(frozen=True, slots=True)
 class Param:
@@ -249,4 +251,4 @@ PROVIDER_PARAMS = {
         "positive_int", doc="largest page body accepted, after decompression (default 16)"
     ),
 }
-PROVIDERS = ("socialfetch", "keyapi")
+PROVIDERS = tuple(sources.PROVIDERS)  # registered in watcher.sources, one module each
