@@ -10,26 +10,16 @@ Parsing is pure.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watcher.models import Product
-from watcher.sources.normalise import (
-    MalformedPayload,
-    ParsedPage,
-    Unusable,
-    charged_credits,
-    envelope_request_id,
-    id_field,
-    product_rows,
-    require_bool,
-    require_list,
-    require_object,
-    show,
-    sub_object,
-    text_field,
-    to_count,
-)
-from watcher.sources.specs import ProviderSpec, SourceSpec, present, text_at
+from watcher.sources.specs import ProviderSpec, SourceSpec, charged_credits, present, text_at
+
+if TYPE_CHECKING:
+    from watcher.models import Product
+    from watcher.sources.normalise import ParsedPage
+
+# The parser imports ``normalise`` (and ``models``) when first called, not with this module:
+# the config loader reads the facts below, and ``watcher check`` stays as quick as it was.
 
 NAME = "keyapi"
 BASE_URL = "https://api.keyapi.ai"
@@ -58,12 +48,15 @@ def body_status(body: Any) -> int | None:
 
 def _product(row: Mapping[str, Any]) -> Product:
     """KeyAPI rows are category aggregates: identity is the deepest category present."""
-    title = text_field(row, "url_title")
-    categories = [id_field(sub_object(row, key), "id") for key in _CATEGORY_KEYS]
+    from watcher.models import Product
+    from watcher.sources import normalise as n
+
+    title = n.text_field(row, "url_title")
+    categories = [n.id_field(n.sub_object(row, key), "id") for key in _CATEGORY_KEYS]
     product_id = next((cid for cid in categories if cid), title)
     if product_id is None:
-        raise Unusable("has no category id and no url_title")
-    return Product(id=product_id, title=title, image_url=text_field(row, "cover_url"))
+        raise n.Unusable("has no category id and no url_title")
+    return Product(id=product_id, title=title, image_url=n.text_field(row, "cover_url"))
 
 
 def parse_keyapi_page(raw: Any) -> ParsedPage:
@@ -71,23 +64,25 @@ def parse_keyapi_page(raw: Any) -> ParsedPage:
 
     The next page is ``pagination.page + 1`` while ``has_more`` is true.
     """
-    rid = envelope_request_id(raw)
-    body = require_object(raw, "response body", rid)
-    data = require_object(body.get("data"), "data", rid)
-    rows = require_list(data, "list", "data.list", rid)
-    pagination = require_object(data.get("pagination"), "data.pagination", rid)
-    has_more = require_bool(pagination, "has_more", "data.pagination.has_more", rid)
+    from watcher.sources import normalise as n
+
+    rid = n.envelope_request_id(raw)
+    body = n.require_object(raw, "response body", rid)
+    data = n.require_object(body.get("data"), "data", rid)
+    rows = n.require_list(data, "list", "data.list", rid)
+    pagination = n.require_object(data.get("pagination"), "data.pagination", rid)
+    has_more = n.require_bool(pagination, "has_more", "data.pagination.has_more", rid)
     next_page: int | None = None
     if has_more:
-        current = to_count(pagination.get("page"))
+        current = n.to_count(pagination.get("page"))
         if not current:
-            raise MalformedPayload(
-                f"data.pagination.page is {show(pagination.get('page'))} while has_more is true",
+            raise n.MalformedPayload(
+                f"data.pagination.page is {n.show(pagination.get('page'))} while has_more is true",
                 request_id=rid,
             )
         next_page = current + 1
-    products, skipped = product_rows(rows, "data.list", rid, lambda row, _path: _product(row))
-    return ParsedPage(products, has_more, next_page, rid, charged_credits(body), skipped=skipped)
+    products, skipped = n.product_rows(rows, "data.list", rid, lambda row, _path: _product(row))
+    return n.ParsedPage(products, has_more, next_page, rid, charged_credits(body), skipped=skipped)
 
 
 PROVIDER = ProviderSpec(

@@ -37,7 +37,7 @@ class ParsedPage:
     """One normalised upstream page plus what the client needs to page on and bill.
 
     ``next`` is the cursor (store, showcase) or next page number (search, KeyAPI);
-    ``credits`` is what the body reported (``charged_credits``); the client bills through
+    ``credits`` is what the body reported (``specs.charged_credits``); the client bills by
     its provider's ``credits``, which also covers bodies that report nothing.
     """
 
@@ -328,16 +328,6 @@ def envelope_request_id(raw: Any) -> str | None:
     if isinstance(meta, dict) and to_text(meta.get("requestId")):
         return meta["requestId"]
     return to_text(raw.get("requestId"))
-
-
-def charged_credits(body: Any) -> int | None:
-    """``meta.creditsCharged`` when the body carries a sane one (Social Fetch's authoritative
-    field); the one reader of it, for the page and for each provider's ``credits``."""
-    meta = body.get("meta") if isinstance(body, dict) else None
-    credits = meta.get("creditsCharged") if isinstance(meta, dict) else None
-    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
-        return None
-    return credits
 
 
 def require_object(value: Any, what: str, rid: str | None) -> dict[str, Any]:

@@ -9,42 +9,26 @@ as ``error.message``), credits (``meta.creditsCharged`` is authoritative; else 1
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from watcher.models import Product
-from watcher.sources.normalise import (
-    MalformedPayload,
-    ParsedPage,
-    charged_credits,
-    describe,
-    discount,
-    envelope_request_id,
-    id_field,
-    ident,
-    numeric_field,
-    product_rows,
-    require_bool,
-    require_id,
-    require_list,
-    require_object,
-    show,
-    sub_object,
-    text_field,
-    to_count,
-    to_price,
-    to_rating,
-    to_text,
-)
 from watcher.sources.specs import (
     ProviderSpec,
     SourceSpec,
     WatchParams,
+    charged_credits,
     present,
     required,
     text_at,
 )
 from watcher.util import strip_handle
+
+if TYPE_CHECKING:
+    from watcher.models import Product
+    from watcher.sources.normalise import ParsedPage
+
+# The parsers import ``normalise`` (and ``models``) when first called, not with this module:
+# the config loader reads the facts below, and ``watcher check`` stays as quick as it was.
 
 NAME = "socialfetch"
 BASE_URL = "https://api.socialfetch.dev"
@@ -67,32 +51,38 @@ def credits(status: int | None, body: Any) -> int:
 
 
 def _envelope(raw: Any) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    rid = envelope_request_id(raw)
-    body = require_object(raw, "response body", rid)
-    data = require_object(body.get("data"), "data", rid)
+    from watcher.sources import normalise as n
+
+    rid = n.envelope_request_id(raw)
+    body = n.require_object(raw, "response body", rid)
+    data = n.require_object(body.get("data"), "data", rid)
     return body, data, rid
 
 
 def _cursor_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, str | None]:
-    page = require_object(data.get("page"), "data.page", rid)
-    has_more = require_bool(page, "hasMore", "data.page.hasMore", rid)
+    from watcher.sources import normalise as n
+
+    page = n.require_object(data.get("page"), "data.page", rid)
+    has_more = n.require_bool(page, "hasMore", "data.page.hasMore", rid)
     cursor = page.get("nextCursor")
     if cursor is not None and not isinstance(cursor, str):
-        raise MalformedPayload(
-            f"data.page.nextCursor is {describe(cursor)}, expected a string or null",
+        raise n.MalformedPayload(
+            f"data.page.nextCursor is {n.describe(cursor)}, expected a string or null",
             request_id=rid,
         )
     return has_more, cursor or None
 
 
 def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int | None]:
-    page = require_object(data.get("page"), "data.page", rid)
-    has_more = require_bool(page, "hasMore", "data.page.hasMore", rid)
+    from watcher.sources import normalise as n
+
+    page = n.require_object(data.get("page"), "data.page", rid)
+    has_more = n.require_bool(page, "hasMore", "data.page.hasMore", rid)
     raw_next = page.get("nextPage")
-    next_page = to_count(raw_next)
+    next_page = n.to_count(raw_next)
     if raw_next is not None and not next_page:
-        raise MalformedPayload(
-            f"data.page.nextPage is {show(raw_next)}, expected a page number or null",
+        raise n.MalformedPayload(
+            f"data.page.nextPage is {n.show(raw_next)}, expected a page number or null",
             request_id=rid,
         )
     return has_more, next_page
@@ -103,52 +93,58 @@ def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int 
 
 def _card_product(row: Mapping[str, Any], fallback_shop: Mapping[str, Any]) -> Product:
     """Store and search share one product card shape."""
-    product_id = require_id(row)
-    price = sub_object(row, "price")
-    metrics = sub_object(row, "metrics")
-    shop = sub_object(row, "shop")
-    current = to_price(numeric_field(price, "current"))
-    original = to_price(numeric_field(price, "original"))
-    image_url = text_field(row, "imageUrl") or text_field(sub_object(row, "image"), "url")
+    from watcher.models import Product
+    from watcher.sources import normalise as n
+
+    product_id = n.require_id(row)
+    price = n.sub_object(row, "price")
+    metrics = n.sub_object(row, "metrics")
+    shop = n.sub_object(row, "shop")
+    current = n.to_price(n.numeric_field(price, "current"))
+    original = n.to_price(n.numeric_field(price, "original"))
+    image_url = n.text_field(row, "imageUrl") or n.text_field(n.sub_object(row, "image"), "url")
     return Product(
         id=product_id,
-        title=text_field(row, "title"),
-        url=text_field(row, "url"),
+        title=n.text_field(row, "title"),
+        url=n.text_field(row, "url"),
         image_url=image_url,
-        currency=text_field(price, "currencyCode"),
+        currency=n.text_field(price, "currencyCode"),
         price=current,
         original_price=original,
-        discount_percent=discount(numeric_field(price, "discountText"), current, original),
-        sold=to_count(numeric_field(metrics, "sold")),
-        rating=to_rating(numeric_field(metrics, "rating")),
-        reviews=to_count(numeric_field(metrics, "reviews")),
-        shop_id=id_field(shop, "id") or ident(fallback_shop.get("id")),
-        shop_name=text_field(shop, "name") or to_text(fallback_shop.get("name")),
+        discount_percent=n.discount(n.numeric_field(price, "discountText"), current, original),
+        sold=n.to_count(n.numeric_field(metrics, "sold")),
+        rating=n.to_rating(n.numeric_field(metrics, "rating")),
+        reviews=n.to_count(n.numeric_field(metrics, "reviews")),
+        shop_id=n.id_field(shop, "id") or n.ident(fallback_shop.get("id")),
+        shop_name=n.text_field(shop, "name") or n.to_text(fallback_shop.get("name")),
     )
 
 
 def _showcase_product(row: Mapping[str, Any]) -> Product:
-    product_id = require_id(row)
-    price = sub_object(row, "price")
-    rating = sub_object(row, "rating")
-    image = sub_object(row, "image")
+    from watcher.models import Product
+    from watcher.sources import normalise as n
+
+    product_id = n.require_id(row)
+    price = n.sub_object(row, "price")
+    rating = n.sub_object(row, "rating")
+    image = n.sub_object(row, "image")
     urls = image.get("urls")
-    first_url = next((u for u in urls if to_text(u)), None) if isinstance(urls, list) else None
-    sale = to_price(numeric_field(price, "salePrice"))
-    original = to_price(numeric_field(price, "originalPrice"))
+    first_url = next((u for u in urls if n.to_text(u)), None) if isinstance(urls, list) else None
+    sale = n.to_price(n.numeric_field(price, "salePrice"))
+    original = n.to_price(n.numeric_field(price, "originalPrice"))
     return Product(
         id=product_id,
-        title=text_field(row, "title"),
-        url=text_field(row, "url"),
-        image_url=text_field(image, "url") or to_text(first_url),
-        currency=text_field(price, "currencyCode"),
+        title=n.text_field(row, "title"),
+        url=n.text_field(row, "url"),
+        image_url=n.text_field(image, "url") or n.to_text(first_url),
+        currency=n.text_field(price, "currencyCode"),
         price=sale,
         original_price=original,
-        discount_percent=discount(numeric_field(price, "discountPercent"), sale, original),
-        sold=to_count(numeric_field(sub_object(row, "sales"), "soldCount")),
-        rating=to_rating(numeric_field(rating, "score")),
-        reviews=to_count(numeric_field(rating, "reviewCount")),
-        shop_id=id_field(sub_object(row, "seller"), "id"),
+        discount_percent=n.discount(n.numeric_field(price, "discountPercent"), sale, original),
+        sold=n.to_count(n.numeric_field(n.sub_object(row, "sales"), "soldCount")),
+        rating=n.to_rating(n.numeric_field(rating, "score")),
+        reviews=n.to_count(n.numeric_field(rating, "reviewCount")),
+        shop_id=n.id_field(n.sub_object(row, "seller"), "id"),
     )
 
 
@@ -157,39 +153,45 @@ def _showcase_product(row: Mapping[str, Any]) -> Product:
 
 def parse_store_page(raw: Any) -> ParsedPage:
     """``GET /v1/tiktok/shop/products``; a ``not_found`` store has no products."""
+    from watcher.sources import normalise as n
+
     body, data, rid = _envelope(raw)
     charged = charged_credits(body)
     if data.get("lookupStatus") == "not_found":
-        return ParsedPage((), False, None, rid, charged, not_found=True)
-    rows = require_list(data, "products", "data.products", rid)
+        return n.ParsedPage((), False, None, rid, charged, not_found=True)
+    rows = n.require_list(data, "products", "data.products", rid)
     has_more, cursor = _cursor_paging(data, rid)
     shop = data.get("shop") if isinstance(data.get("shop"), dict) else {}
-    products, skipped = product_rows(
+    products, skipped = n.product_rows(
         rows, "data.products", rid, lambda row, _path: _card_product(row, shop)
     )
-    return ParsedPage(products, has_more, cursor, rid, charged, skipped=skipped)
+    return n.ParsedPage(products, has_more, cursor, rid, charged, skipped=skipped)
 
 
 def parse_showcase_page(raw: Any) -> ParsedPage:
     """``GET /v1/tiktok/profiles/{handle}/showcase-products``."""
+    from watcher.sources import normalise as n
+
     body, data, rid = _envelope(raw)
-    rows = require_list(data, "products", "data.products", rid)
+    rows = n.require_list(data, "products", "data.products", rid)
     has_more, cursor = _cursor_paging(data, rid)
-    products, skipped = product_rows(
+    products, skipped = n.product_rows(
         rows, "data.products", rid, lambda row, _path: _showcase_product(row)
     )
-    return ParsedPage(products, has_more, cursor, rid, charged_credits(body), skipped=skipped)
+    return n.ParsedPage(products, has_more, cursor, rid, charged_credits(body), skipped=skipped)
 
 
 def parse_search_page(raw: Any) -> ParsedPage:
     """``GET /v1/tiktok/shop/products/search`` (page-numbered)."""
+    from watcher.sources import normalise as n
+
     body, data, rid = _envelope(raw)
-    rows = require_list(data, "products", "data.products", rid)
+    rows = n.require_list(data, "products", "data.products", rid)
     has_more, next_page = _number_paging(data, rid)
-    products, skipped = product_rows(
+    products, skipped = n.product_rows(
         rows, "data.products", rid, lambda row, _path: _card_product(row, {})
     )
-    return ParsedPage(products, has_more, next_page, rid, charged_credits(body), skipped=skipped)
+    return n.ParsedPage(products, has_more, next_page, rid, charged_credits(body), skipped=skipped)
 
 
 # --------------------------------------------------------------------------- definition

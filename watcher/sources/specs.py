@@ -4,18 +4,19 @@ A provider module (``socialfetch``, ``keyapi``) builds one ``ProviderSpec``: its
 default base URL, regions, auth header, how its envelope carries request ids, error
 messages and body status codes, the credits a response costs, and one ``SourceSpec`` per
 watch type it serves (path, query parameters, paging, parser). ``watcher.sources`` lists the
-modules. Pure, and light to import: the config loader reads these facts without aiohttp, so
-this module imports neither aiohttp nor ``watcher.config`` (a watch is read through
-``WatchParams``).
+modules. Pure, and light to import: the config loader (``watcher check``) reads these facts,
+so this module imports neither aiohttp nor ``watcher.config`` (a watch is read through
+``WatchParams``), and the provider modules import their parsing helpers on first parse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from watcher.sources.normalise import ParsedPage
+if TYPE_CHECKING:
+    from watcher.sources.normalise import ParsedPage
 
 Params = dict[str, str]
 
@@ -105,6 +106,16 @@ def text_at(body: Any, *keys: str) -> str | None:
             return None
         body = body.get(key)
     return body if isinstance(body, str) and body.strip() else None
+
+
+def charged_credits(body: Any) -> int | None:
+    """``meta.creditsCharged`` when the body carries a sane one (Social Fetch's authoritative
+    field): the one reader of it, for the page and for each provider's ``credits``."""
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    credits = meta.get("creditsCharged") if isinstance(meta, Mapping) else None
+    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
+        return None
+    return credits
 
 
 def present(**params: str | None) -> Params:
