@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random as _random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -69,10 +69,33 @@ class PolledWatch(WatchParams, Protocol):
 
 
 @dataclass(slots=True)
-class _Tally:
-    """Credits recorded during one poll (a client serves many polls at once)."""
+class _Progress:
+    """What one poll has read and spent so far (a client serves many polls at once)."""
 
+    pages: list[tuple[Product, ...]] = field(default_factory=list)
+    read: int = 0
+    errors: list[str] = field(default_factory=list)
+    complete: bool = True
+    exhausted: bool = False
+    not_found: bool = False
     credits: int = 0
+
+    def result(self, watch: WatchParams) -> PollResult:
+        """Products ranked across the pages read, each id once."""
+        products = assign_ranks(self.pages)
+        repeats = sum(map(len, self.pages)) - len(products)
+        if repeats:
+            # Paginated lists shift between requests; the first occurrence is the one kept.
+            logs.event(log, "repeats_dropped", watch=watch.id, type=watch.type, repeats=repeats)
+        return PollResult(
+            products=products,
+            complete=self.complete,
+            exhausted=self.exhausted,
+            not_found=self.not_found,
+            errors=tuple(self.errors),
+            pages=self.read,
+            credits=self.credits,
+        )
 
 
 class _BudgetStop(Exception):
@@ -155,35 +178,31 @@ class ProviderClient:
         source = SOURCES[watch.type]
         if source.provider != self.name:
             raise ValueError(f"watch {watch.id!r} ({watch.type}) is not served by {self.name}")
-        tally = _Tally()
-        pages: list[tuple[Product, ...]] = []
-        pages_read = 0
-        errors: list[str] = []
-        complete, exhausted, not_found = True, False, False
+        progress = _Progress()
         request = source.first_request(watch)
         for page_no in range(1, watch.max_pages + 1):
             try:
-                page = await self._fetch_page(source, request, first=page_no == 1, tally=tally)
+                page = await self._fetch_page(source, request, page_no == 1, progress)
             except _BudgetStop as stop:
-                complete = False
+                progress.complete = False
                 if stop.last_error is not None:
-                    errors.append(_failure(watch, page_no, stop.last_error, budget=True))
+                    progress.errors.append(_failure(watch, page_no, stop.last_error, budget=True))
                 break
             except PaymentRequired:
                 raise
             except FetchError as error:
-                complete = False
-                errors.append(_failure(watch, page_no, error))
+                progress.complete = False
+                progress.errors.append(_failure(watch, page_no, error))
                 break
-            pages_read += 1
+            progress.read += 1
             if page.not_found:
-                not_found, exhausted = True, True
+                progress.not_found = progress.exhausted = True
                 break
-            pages.append(page.products)
+            progress.pages.append(page.products)
             if page.skipped:
                 # An unusable product is not an absent one: no removals, no rank moves
                 # (the ones after it would shift) from this poll.
-                complete = False
+                progress.complete = False
                 logs.event(
                     log,
                     "products_skipped",
@@ -195,7 +214,7 @@ class ProviderClient:
                     first=page.skipped[0],
                 )
             if not page.has_more or page.next is None:
-                exhausted = True  # only upstream can say there is no more
+                progress.exhausted = True  # only upstream can say there is no more
                 break
             if not page.products:
                 # Spec section 1 stops paging on an empty page, but one that still says
@@ -205,23 +224,10 @@ class ProviderClient:
                 )
                 break
             request = source.next_request(watch, page.next)
-        products = assign_ranks(pages)
-        repeats = sum(map(len, pages)) - len(products)
-        if repeats:
-            # Paginated lists shift between requests; the first occurrence is the one kept.
-            logs.event(log, "repeats_dropped", watch=watch.id, type=watch.type, repeats=repeats)
-        return PollResult(
-            products=products,
-            complete=complete,
-            exhausted=exhausted,
-            not_found=not_found,
-            errors=tuple(errors),
-            pages=pages_read,
-            credits=tally.credits,
-        )
+        return progress.result(watch)
 
     async def _fetch_page(
-        self, source: SourceSpec, request: Request, *, first: bool, tally: _Tally
+        self, source: SourceSpec, request: Request, first: bool, progress: _Progress
     ) -> ParsedPage:
         """One page with retries; raises the last ``FetchError`` when it cannot be read."""
         last_error: FetchError | None = None
@@ -236,14 +242,14 @@ class ProviderClient:
                     )
                 raise _BudgetStop(last_error)
             try:
-                return await self._attempt(source, request, tally)
+                return await self._attempt(source, request, progress)
             except PaymentRequired:
                 raise
             except FetchError as error:
                 last_error = error
                 if not error.retryable or attempt == MAX_ATTEMPTS - 1:
                     raise
-                delay = self._delay(attempt, error.retry_after)
+                delay = _backoff(attempt, error.retry_after, self._backoff_base, self._random)
                 logs.event(
                     log,
                     "retry",
@@ -257,33 +263,38 @@ class ProviderClient:
                 await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Upstream's ``Retry-After`` when given, else full jitter over a doubling bound."""
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER)
-        return self._random() * self._backoff_base * 2**attempt
-
-    def _record(self, tally: _Tally, credits: int) -> None:
-        tally.credits += credits
+    def _record(self, progress: _Progress, credits: int) -> None:
+        progress.credits += credits
         if self._on_credits is not None:
             self._on_credits(self.name, credits)
 
-    async def _attempt(self, source: SourceSpec, request: Request, tally: _Tally) -> ParsedPage:
+    async def _attempt(
+        self, source: SourceSpec, request: Request, progress: _Progress
+    ) -> ParsedPage:
         """One HTTP request → a parsed page, or a ``FetchError`` saying whether to retry."""
         try:
             reply = await self._transport.send(request)
         except NotSent:
-            self._record(tally, 0)
+            self._record(progress, 0)
             raise
         except FetchError:  # it may have reached upstream: the provider says what it costs
-            self._record(tally, self._spec.credits(None, None))
+            self._record(progress, self._spec.credits(None, None))
             raise
         answer = read_reply(self._spec, source, reply)
-        self._record(tally, answer.credits)
+        self._record(progress, answer.credits)
         if answer.error is not None:
             raise answer.error
         assert answer.page is not None
         return answer.page
+
+
+def _backoff(
+    attempt: int, retry_after: float | None, base: float, random: Callable[[], float]
+) -> float:
+    """Upstream's ``Retry-After`` when given, else full jitter over a doubling bound."""
+    if retry_after is not None:
+        return min(retry_after, MAX_RETRY_AFTER)
+    return random() * base * 2**attempt
 
 
 def _failure(watch: WatchParams, page_no: int, error: FetchError, *, budget: bool = False) -> str:
