@@ -23,7 +23,8 @@ from pathlib import Path
 
 from watcher.diff import diff
 from watcher.models import PollResult, Product, Tracked
-from watcher.sources.normalise import assign_ranks, parse_store_page
+from watcher.sources.normalise import assign_ranks
+from watcher.sources.socialfetch import parse_store_page
 from watcher.store import PollWrite, Store, snapshot_values
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
 
-from watcher.chart import render_price_chart, render_price_chart_async
-from watcher.store import HistoryRow
+from watcher.chart import history_summary, render_price_chart, render_price_chart_async
+from watcher.models import HistoryPoint
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -23,13 +24,14 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def row(hours: float, price: str | None, *, present: bool = True, watch: str = "w") -> HistoryRow:
-    return HistoryRow(
+def row(
+    hours: float, price: str | None, *, present: bool = True, watch: str = "w"
+) -> HistoryPoint:
+    return HistoryPoint(
         watch_id=watch,
         product_id="1729",
-        seq=1,
         at=T0 + timedelta(hours=hours),
-        price=price,
+        price=None if price is None else Decimal(price),
         present=present,
     )
 
@@ -62,3 +64,12 @@ def test_naive_times_and_plain_objects_work():
 async def test_async_variant_runs_in_a_thread():
     data = await render_price_chart_async([row(0, "9.99"), row(1, "8.99")], "t")
     assert png_size(data) == (800, 400)
+
+
+def test_summary_reads_decimal_prices_and_the_span():
+    rows = [row(0, "19.99"), row(5, None), row(9, "14.96", present=False)]
+    assert history_summary(rows, "Gummies", "USD").splitlines() == [
+        "Gummies",
+        "now $14.96 · lowest $14.96 · highest $19.99",
+        "3 changes, 2026-11-01 00:00 – 2026-11-01 09:00 UTC",
+    ]

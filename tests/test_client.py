@@ -8,6 +8,8 @@ import dataclasses
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -15,17 +17,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from watcher import kinds
+from watcher import config, kinds
 from watcher.config import WATCH_PROVIDERS, ProviderConfig, WatchConfig
 from watcher.errors import PaymentRequired, ProviderUnavailable
 from watcher.models import Product
+from watcher.sources import PROVIDERS, SOURCES, keyapi, socialfetch
 from watcher.sources.client import MAX_ATTEMPTS, USER_AGENT, ProviderClient, retry_after_seconds
-from watcher.sources.specs import PROVIDERS, SOURCES
 
 UPSTREAM = Path(__file__).parent / "data" / "upstream"
 
@@ -138,6 +141,41 @@ def test_registry_matches_declared_watch_types() -> None:
     for name, source in SOURCES.items():
         assert source.provider == kinds.WATCH_TYPES[name].provider == WATCH_PROVIDERS[name]
     assert set(PROVIDERS) == set(kinds.PROVIDERS)
+
+
+def test_provider_facts_come_from_the_provider_modules() -> None:
+    """Names, base URLs and regions are declared once, in socialfetch.py and keyapi.py."""
+    assert kinds.PROVIDERS == (socialfetch.NAME, keyapi.NAME) == tuple(PROVIDERS)
+    assert config.DEFAULT_BASE_URLS == {
+        socialfetch.NAME: socialfetch.BASE_URL,
+        keyapi.NAME: keyapi.BASE_URL,
+    }
+    assert config.SOCIALFETCH_REGIONS == socialfetch.REGIONS
+    for module in (socialfetch, keyapi):
+        assert PROVIDERS[module.NAME] is module.PROVIDER
+        assert all(source.provider == module.NAME for source in module.PROVIDER.sources)
+        assert module.PROVIDER.price == module.PRICE
+
+
+def test_config_reads_provider_facts_without_http_or_parsers() -> None:
+    """``watcher check`` imports the config loader: no aiohttp, no parsing code, no store."""
+    code = (
+        "import sys, watcher.config, watcher.kinds; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'sqlalchemy') "
+        "or m in ('watcher.models', 'watcher.sources.normalise', 'watcher.sources.client')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+CREDITS = yaml.safe_load((UPSTREAM / "credits.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CREDITS, ids=[c["id"] for c in CREDITS])
+def test_credits_of_a_response(case: dict[str, Any]) -> None:
+    assert PROVIDERS[case["provider"]].credits(case["status"], case["body"]) == case["credits"]
 
 
 @pytest.mark.parametrize(
@@ -845,20 +883,20 @@ async def test_one_session_for_many_polls_then_close(make: Any, mock: Any) -> No
     h = make()
     mock.get(STORE_RE, payload=store_page(["a"], has_more=False), repeat=True)
     await h.client.poll(STORE)
-    session = h.client._open().session
+    session = h.client._transport._open().session
     await asyncio.gather(h.client.poll(STORE), h.client.poll(STORE))
-    assert h.client._open().session is session
+    assert h.client._transport._open().session is session
     await h.client.close()
     assert session.closed
     await h.client.poll(STORE)  # reopens lazily
-    assert h.client._open().session is not session
+    assert h.client._transport._open().session is not session
 
 
 async def test_context_manager_closes(mock: Any) -> None:
     async with ProviderClient(SF) as client:
         mock.get(STORE_RE, payload=store_page(["a"], has_more=False))
         await client.poll(STORE)
-        session = client._open().session
+        session = client._transport._open().session
     assert session.closed
 
 

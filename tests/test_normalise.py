@@ -15,15 +15,9 @@ from hypothesis import strategies as st
 
 from watcher.errors import FetchError
 from watcher.models import Product
-from watcher.sources.normalise import (
-    MalformedPayload,
-    ParsedPage,
-    assign_ranks,
-    parse_keyapi_page,
-    parse_search_page,
-    parse_showcase_page,
-    parse_store_page,
-)
+from watcher.sources.keyapi import parse_keyapi_page
+from watcher.sources.normalise import MalformedPayload, ParsedPage, assign_ranks
+from watcher.sources.socialfetch import parse_search_page, parse_showcase_page, parse_store_page
 
 D = Decimal
 UPSTREAM = Path(__file__).parent / "data" / "upstream"

@@ -259,8 +259,8 @@ def test_a_json_number_in_a_money_field_is_read_exactly(amount, zeros) -> None:
     "14.96", 14.96 and 14.9600 are one price and no representation change is a change."""
     import json
 
-    from watcher.sources.client import _decode
-    from watcher.sources.normalise import parse_showcase_page
+    from watcher.sources.responses import decode_json as _decode
+    from watcher.sources.socialfetch import parse_showcase_page
 
     text = f"{amount:f}" + ("0" * zeros if "." in f"{amount:f}" else "")
 

@@ -1,8 +1,10 @@
 """Price-history charts as PNG bytes, for the bot's /history and ``watcher history --png``.
 
-Uses matplotlib's ``Figure`` API on the Agg canvas (never pyplot: no global state, safe in a
-worker thread). matplotlib is imported on first use, so importing this module stays cheap.
-Prices stay ``Decimal`` until the moment they are plotted.
+Draws the store's frozen ``models.HistoryPoint`` rows (any object with ``at`` and ``price``,
+optionally ``watch_id`` and ``present``, will do). Uses matplotlib's ``Figure`` API on the
+Agg canvas (never pyplot: no global state, safe in a worker thread). matplotlib is imported
+on first use, so importing this module stays cheap. Prices stay ``Decimal`` until the moment
+they are plotted.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from .util import as_utc
 
 if TYPE_CHECKING:
-    from .store import HistoryRow
+    from .models import HistoryPoint
 
 WIDTH_PX = 800
 HEIGHT_PX = 400
 DPI = 100
 
 
-def render_price_chart(rows: Sequence[HistoryRow], title: str) -> bytes:
+def render_price_chart(rows: Sequence[HistoryPoint], title: str) -> bytes:
     """Draw price over time as a step line (a price holds until the next change).
 
     One line per watch when the product was seen by several. Rows without a price leave a
@@ -90,7 +92,7 @@ def render_price_chart(rows: Sequence[HistoryRow], title: str) -> bytes:
     return buf.getvalue()
 
 
-def history_summary(rows: Sequence[HistoryRow], title: str, currency: str | None = None) -> str:
+def history_summary(rows: Sequence[HistoryPoint], title: str, currency: str | None = None) -> str:
     """Plain-text lines to go with a chart: title, now / lowest / highest, the time span."""
     from .render import format_money
 
@@ -107,7 +109,7 @@ def history_summary(rows: Sequence[HistoryRow], title: str, currency: str | None
     return "\n".join(lines)
 
 
-async def render_price_chart_async(rows: Sequence[HistoryRow], title: str) -> bytes:
+async def render_price_chart_async(rows: Sequence[HistoryPoint], title: str) -> bytes:
     """``render_price_chart`` in a worker thread: a chart takes ~0.1–1 s of CPU."""
     return await asyncio.to_thread(render_price_chart, rows, title)
 

@@ -294,7 +294,8 @@ def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:
     for r in rows:
         state = "" if r.present else "  (gone)"
         print(
-            f"{r.at:%Y-%m-%d %H:%M:%S} {r.watch_id:<20} {r.price or '-':>10} "
+            f"{r.at:%Y-%m-%d %H:%M:%S} {r.watch_id:<20} "
+            f"{'-' if r.price is None else str(r.price):>10} "
             f"{'' if r.discount_percent is None else str(r.discount_percent) + '%':>5} "
             f"{'' if r.rank is None else r.rank:>5} {'' if r.sold is None else r.sold:>10}{state}"
         )

@@ -21,6 +21,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 import watcher.channels  # noqa: F401  (registers the channel types in kinds.CHANNEL_TYPES)
+from watcher import sources
 from watcher.configload import ID_ALLOWED, ID_RE, Entries, Reader, options
 from watcher.errors import ConfigError
 from watcher.kinds import (
@@ -37,15 +38,9 @@ from watcher.kinds import (
 )
 from watcher.util import strip_handle
 
-SOCIALFETCH_REGIONS = (
-    "US", "GB", "DE", "FR", "IT", "ID", "MY", "MX",
-    "PH", "SG", "ES", "TH", "VN", "BR", "JP", "IE",
-)  # fmt: skip
-
-DEFAULT_BASE_URLS = {
-    "socialfetch": "https://api.socialfetch.dev",
-    "keyapi": "https://api.keyapi.ai",
-}
+# provider facts live in their modules (watcher.sources.socialfetch, watcher.sources.keyapi)
+SOCIALFETCH_REGIONS = sources.PROVIDERS["socialfetch"].regions
+DEFAULT_BASE_URLS = {name: p.base_url for name, p in sources.PROVIDERS.items()}
 
 # watch type → provider name (declared in kinds.py)
 WATCH_PROVIDERS = {name: t.provider for name, t in WATCH_TYPES.items()}

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from watcher import sources
+
 
 @dataclass(frozen=True, slots=True)
 class Param:
@@ -244,4 +246,4 @@ PROVIDER_PARAMS = {
         "positive_int", doc="largest page body accepted, after decompression (default 16)"
     ),
 }
-PROVIDERS = ("socialfetch", "keyapi")
+PROVIDERS = tuple(sources.PROVIDERS)  # registered in watcher.sources, one module each

@@ -36,15 +36,6 @@ PRODUCT_FIELDS: tuple[str, ...] = tuple(Product.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One upstream page, already normalised (ranks are page-local until the poll assigns them)."""
-
-    products: tuple[Product, ...]
-    has_more: bool
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class PollResult:
     """What one poll of one watch read from upstream.
 
@@ -121,6 +112,25 @@ class DiffResult:
 class PricePoint:
     at: datetime
     price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One recorded change of one product, as one watch saw it (charts, ``watcher history``).
+
+    ``price`` None: the price was unknown at that poll; ``present`` False: the product
+    counted as removed then.
+    """
+
+    watch_id: str
+    product_id: str
+    at: datetime
+    price: Decimal | None = None
+    original_price: Decimal | None = None
+    discount_percent: int | None = None
+    rank: int | None = None
+    sold: int | None = None
+    present: bool = True
 
 
 @dataclass(frozen=True, slots=True)

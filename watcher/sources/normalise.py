@@ -1,14 +1,15 @@
-"""Raw upstream JSON pages → ``Product`` tuples. Pure: no I/O, no clock.
+"""What both upstreams' parsers share: value cleaning, page shapes, ranks. Pure: no I/O.
 
-Shape mismatches that make a page unusable (no ``data``, products not a list, pagination
-unreadable) raise ``MalformedPayload``. A *product* that cannot be trusted (not an object, no
-id, an id with control characters, a field of the wrong JSON type such as an object where a
-title belongs or a number where a category object belongs) is skipped and counted, never
-guessed at: a guess could give it a new identity and fire false alerts. A page where most
-products are unusable fails. Odd *values* of the right type (a price "N/A" or 1e40, sold
-"12k", a rating of 7) become ``None`` so one bad value never costs a product. Text is
-cleaned of control characters and lone surrogates (a NUL cannot be stored in PostgreSQL).
-Nothing but ``MalformedPayload`` ever leaves a parser.
+Each provider module (``socialfetch``, ``keyapi``) maps its own JSON onto ``Product`` with
+these helpers. Shape mismatches that make a page unusable (no ``data``, products not a list,
+pagination unreadable) raise ``MalformedPayload``. A *product* that cannot be trusted (not an
+object, no id, an id with control characters, a field of the wrong JSON type such as an
+object where a title belongs) raises ``Unusable``: ``product_rows`` skips and counts it,
+never guessing (a guess could give it a new identity and fire false alerts), and fails a
+page where most products are unusable. Odd *values* of the right type (a price "N/A" or
+1e40, sold "12k", a rating of 7) become ``None`` so one bad value never costs a product.
+Text is cleaned of control characters and lone surrogates (a NUL cannot be stored in
+PostgreSQL). Nothing but ``MalformedPayload`` ever leaves a parser.
 """
 
 from __future__ import annotations
@@ -23,16 +24,6 @@ from typing import Any, TypeVar
 from watcher.errors import FetchError
 from watcher.models import Product
 
-__all__ = [
-    "MalformedPayload",
-    "ParsedPage",
-    "assign_ranks",
-    "parse_keyapi_page",
-    "parse_search_page",
-    "parse_showcase_page",
-    "parse_store_page",
-]
-
 
 class MalformedPayload(FetchError):
     """A 200 body that does not match the documented shape: a failed page, never retried."""
@@ -46,7 +37,8 @@ class ParsedPage:
     """One normalised upstream page plus what the client needs to page on and bill.
 
     ``next`` is the cursor (store, showcase) or next page number (search, KeyAPI);
-    ``credits`` is ``meta.creditsCharged`` when the body carried it.
+    ``credits`` is what the body reported (``specs.charged_credits``); the client bills by
+    its provider's ``credits``, which also covers bodies that report nothing.
     """
 
     products: tuple[Product, ...]
@@ -82,8 +74,8 @@ _MAX_COUNT_DIGITS = len(str(MAX_COUNT))
 _NUMERIC_ERRORS = (ArithmeticError, ValueError)  # ValueError: int too long to print (3.11+)
 
 
-class _Unusable(Exception):
-    """This product cannot be trusted; the parser skips it (internal to this module)."""
+class Unusable(Exception):
+    """This product cannot be trusted: ``product_rows`` skips it (never leaves a parser)."""
 
 
 # C0 and C1 controls and DEL (tab, newline and CR become spaces), and lone surrogates, which
@@ -115,18 +107,18 @@ def _clean(text: str) -> str:
     return _CONTROLS.sub("", _BREAKS.sub(" ", text)) if not text.isprintable() else text
 
 
-def _sub(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def sub_object(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     """A nested optional object; null or missing is empty, any other type is unusable."""
     value = obj.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _Unusable(f"{key} is {_describe(value)}, expected an object")
+        raise Unusable(f"{key} is {describe(value)}, expected an object")
     return value
 
 
 @_memo
-def _text(value: Any) -> str | None:
+def to_text(value: Any) -> str | None:
     """A non-blank string, cleaned of control characters, else None (lenient: envelopes)."""
     if not isinstance(value, str):
         return None
@@ -134,15 +126,15 @@ def _text(value: Any) -> str | None:
     return text if text.strip() else None
 
 
-def _field(obj: Mapping[str, Any], key: str) -> str | None:
+def text_field(obj: Mapping[str, Any], key: str) -> str | None:
     """A product's text field: null, missing or blank is None; not a string is unusable."""
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise _Unusable(f"{key} is {_describe(value)}, expected a string")
-    return _text(value)
+        raise Unusable(f"{key} is {describe(value)}, expected a string")
+    return to_text(value)
 
 
-def _ident(value: Any) -> str | None:
+def ident(value: Any) -> str | None:
     """An identifier: a non-blank string or an integer (never a bool); else None.
 
     A string id with a control character or a surrogate is no id: cleaning it could make two
@@ -160,23 +152,23 @@ def _ident(value: Any) -> str | None:
     return value
 
 
-def _id_field(obj: Mapping[str, Any], key: str) -> str | None:
+def id_field(obj: Mapping[str, Any], key: str) -> str | None:
     """An optional identifier field (shop, seller, category): present but bad is unusable."""
     value = obj.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    ident = _ident(value)
-    if ident is None:
-        raise _Unusable(f"{key} is {_show(value)}, expected a string or integer id")
-    return ident
+    found = ident(value)
+    if found is None:
+        raise Unusable(f"{key} is {show(value)}, expected a string or integer id")
+    return found
 
 
-def _numeric(obj: Mapping[str, Any], key: str) -> Any:
+def numeric_field(obj: Mapping[str, Any], key: str) -> Any:
     """A numeric field's raw value: an object, a list or a boolean makes the product unusable
     (a string is fine: upstream writes "12k" and "N/A", which become None)."""
     value = obj.get(key)
     if isinstance(value, dict | list | bool):
-        raise _Unusable(f"{key} is {_describe(value)}, expected a number or a string")
+        raise Unusable(f"{key} is {describe(value)}, expected a number or a string")
     return value
 
 
@@ -229,14 +221,14 @@ def _bounded(value: Any, limit: Decimal, places: int) -> Decimal | None:
 
 
 @_memo
-def _price(value: Any) -> Decimal | None:
+def to_price(value: Any) -> Decimal | None:
     """A price: see the bounds above; absurd prices ("1e30", 9.99999, NaN) become None."""
     price = _bounded(value, MAX_PRICE, PRICE_PLACES)
     return None if price is None or price == MAX_PRICE else price
 
 
 @_memo
-def _rating(value: Any) -> Decimal | None:
+def to_rating(value: Any) -> Decimal | None:
     """A 0..5 rating, rounded half-up to 2 places when upstream sends a longer fraction."""
     number = _decimal(value)
     if number is None or number > MAX_RATING:
@@ -252,7 +244,7 @@ def _rating(value: Any) -> Decimal | None:
 
 
 @_memo
-def _count(value: Any) -> int | None:
+def to_count(value: Any) -> int | None:
     """A whole number 0 <= n < 10**12 (int, integral number, or digit string); else None."""
     if isinstance(value, bool) or value is None:
         return None
@@ -262,7 +254,7 @@ def _count(value: Any) -> int | None:
         text = value.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > _MAX_COUNT_DIGITS:
             return None
-        return _count(int(text))
+        return to_count(int(text))
     number = _decimal(value)
     if number is None or number >= MAX_COUNT or number != number.to_integral_value():
         return None
@@ -311,12 +303,12 @@ def _computed_discount(price: Decimal | None, original: Decimal | None) -> int |
         return None
 
 
-def _discount(text: Any, price: Decimal | None, original: Decimal | None) -> int | None:
+def discount(text: Any, price: Decimal | None, original: Decimal | None) -> int | None:
     parsed = _parse_percent(text)
     return parsed if parsed is not None else _computed_discount(price, original)
 
 
-def _show(value: Any, limit: int = 40) -> str:
+def show(value: Any, limit: int = 40) -> str:
     """``repr`` for an error message: short, and safe for ints too long to print."""
     try:
         text = repr(value)
@@ -328,54 +320,44 @@ def _show(value: Any, limit: int = 40) -> str:
 # --------------------------------------------------------------------------- shape helpers
 
 
-def _safe_request_id(raw: Any) -> str | None:
+def envelope_request_id(raw: Any) -> str | None:
     """Best-effort request id from either provider's envelope, for error messages."""
     if not isinstance(raw, dict):
         return None
     meta = raw.get("meta")
-    if isinstance(meta, dict) and _text(meta.get("requestId")):
+    if isinstance(meta, dict) and to_text(meta.get("requestId")):
         return meta["requestId"]
-    return _text(raw.get("requestId"))
+    return to_text(raw.get("requestId"))
 
 
-def _meta_credits(body: Mapping[str, Any]) -> int | None:
-    meta = body.get("meta")
-    if not isinstance(meta, dict):
-        return None
-    credits = meta.get("creditsCharged")
-    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
-        return None
-    return credits
-
-
-def _require_object(value: Any, what: str, rid: str | None) -> dict[str, Any]:
+def require_object(value: Any, what: str, rid: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise MalformedPayload(f"{what} is {_describe(value)}, expected an object", request_id=rid)
+        raise MalformedPayload(f"{what} is {describe(value)}, expected an object", request_id=rid)
     return value
 
 
-def _require_list(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> list[Any]:
+def require_list(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> list[Any]:
     value = obj.get(key)
     if not isinstance(value, list):
-        raise MalformedPayload(f"{what} is {_describe(value)}, expected a list", request_id=rid)
+        raise MalformedPayload(f"{what} is {describe(value)}, expected a list", request_id=rid)
     return value
 
 
-def _require_bool(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> bool:
+def require_bool(obj: Mapping[str, Any], key: str, what: str, rid: str | None) -> bool:
     value = obj.get(key)
     if not isinstance(value, bool):
-        raise MalformedPayload(f"{what} is {_describe(value)}, expected a boolean", request_id=rid)
+        raise MalformedPayload(f"{what} is {describe(value)}, expected a boolean", request_id=rid)
     return value
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     if value is None:
         return "missing or null"
     name = type(value).__name__
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _products(
+def product_rows(
     rows: list[Any], what: str, rid: str | None, build: Callable[[dict[str, Any], str], Product]
 ) -> tuple[tuple[Product, ...], tuple[str, ...]]:
     """Each usable row as a ``Product``, and why the others were skipped.
@@ -389,9 +371,9 @@ def _products(
         path = f"{what}[{index}]"
         try:
             if not isinstance(row, dict):
-                raise _Unusable(f"is {_describe(row)}, expected an object")
+                raise Unusable(f"is {describe(row)}, expected an object")
             products.append(build(row, path))
-        except _Unusable as why:
+        except Unusable as why:
             skipped.append(f"{path} {why}")
     if skipped and len(skipped) * 2 > len(rows):
         raise MalformedPayload(
@@ -401,174 +383,11 @@ def _products(
     return tuple(products), tuple(skipped)
 
 
-def _require_id(row: Mapping[str, Any]) -> str:
-    product_id = _ident(row.get("id"))
+def require_id(row: Mapping[str, Any]) -> str:
+    product_id = ident(row.get("id"))
     if product_id is None:
-        raise _Unusable(f"has no string or integer id (id is {_show(row.get('id'))})")
+        raise Unusable(f"has no string or integer id (id is {show(row.get('id'))})")
     return product_id
-
-
-def _socialfetch_envelope(raw: Any) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    rid = _safe_request_id(raw)
-    body = _require_object(raw, "response body", rid)
-    data = _require_object(body.get("data"), "data", rid)
-    return body, data, rid
-
-
-def _cursor_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, str | None]:
-    page = _require_object(data.get("page"), "data.page", rid)
-    has_more = _require_bool(page, "hasMore", "data.page.hasMore", rid)
-    cursor = page.get("nextCursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise MalformedPayload(
-            f"data.page.nextCursor is {_describe(cursor)}, expected a string or null",
-            request_id=rid,
-        )
-    return has_more, cursor or None
-
-
-def _number_paging(data: Mapping[str, Any], rid: str | None) -> tuple[bool, int | None]:
-    page = _require_object(data.get("page"), "data.page", rid)
-    has_more = _require_bool(page, "hasMore", "data.page.hasMore", rid)
-    raw_next = page.get("nextPage")
-    next_page = _count(raw_next)
-    if raw_next is not None and not next_page:
-        raise MalformedPayload(
-            f"data.page.nextPage is {_show(raw_next)}, expected a page number or null",
-            request_id=rid,
-        )
-    return has_more, next_page
-
-
-# --------------------------------------------------------------------------- product mapping
-
-
-def _card_product(row: Mapping[str, Any], fallback_shop: Mapping[str, Any]) -> Product:
-    """Store and search share one product card shape."""
-    product_id = _require_id(row)
-    price = _sub(row, "price")
-    metrics = _sub(row, "metrics")
-    shop = _sub(row, "shop")
-    current = _price(_numeric(price, "current"))
-    original = _price(_numeric(price, "original"))
-    image_url = _field(row, "imageUrl") or _field(_sub(row, "image"), "url")
-    return Product(
-        id=product_id,
-        title=_field(row, "title"),
-        url=_field(row, "url"),
-        image_url=image_url,
-        currency=_field(price, "currencyCode"),
-        price=current,
-        original_price=original,
-        discount_percent=_discount(_numeric(price, "discountText"), current, original),
-        sold=_count(_numeric(metrics, "sold")),
-        rating=_rating(_numeric(metrics, "rating")),
-        reviews=_count(_numeric(metrics, "reviews")),
-        shop_id=_id_field(shop, "id") or _ident(fallback_shop.get("id")),
-        shop_name=_field(shop, "name") or _text(fallback_shop.get("name")),
-    )
-
-
-def _showcase_product(row: Mapping[str, Any]) -> Product:
-    product_id = _require_id(row)
-    price = _sub(row, "price")
-    rating = _sub(row, "rating")
-    image = _sub(row, "image")
-    urls = image.get("urls")
-    first_url = next((u for u in urls if _text(u)), None) if isinstance(urls, list) else None
-    sale = _price(_numeric(price, "salePrice"))
-    original = _price(_numeric(price, "originalPrice"))
-    return Product(
-        id=product_id,
-        title=_field(row, "title"),
-        url=_field(row, "url"),
-        image_url=_field(image, "url") or _text(first_url),
-        currency=_field(price, "currencyCode"),
-        price=sale,
-        original_price=original,
-        discount_percent=_discount(_numeric(price, "discountPercent"), sale, original),
-        sold=_count(_numeric(_sub(row, "sales"), "soldCount")),
-        rating=_rating(_numeric(rating, "score")),
-        reviews=_count(_numeric(rating, "reviewCount")),
-        shop_id=_id_field(_sub(row, "seller"), "id"),
-    )
-
-
-_CATEGORY_KEYS = ("third_ecom_category", "second_ecom_category", "first_ecom_category")
-
-
-def _keyapi_product(row: Mapping[str, Any]) -> Product:
-    """KeyAPI rows are category aggregates: identity is the deepest category present."""
-    title = _field(row, "url_title")
-    categories = [_id_field(_sub(row, key), "id") for key in _CATEGORY_KEYS]
-    product_id = next((cid for cid in categories if cid), title)
-    if product_id is None:
-        raise _Unusable("has no category id and no url_title")
-    return Product(id=product_id, title=title, image_url=_field(row, "cover_url"))
-
-
-# --------------------------------------------------------------------------- page parsers
-
-
-def parse_store_page(raw: Any) -> ParsedPage:
-    """Social Fetch ``GET /v1/tiktok/shop/products``; a ``not_found`` store has no products."""
-    body, data, rid = _socialfetch_envelope(raw)
-    credits = _meta_credits(body)
-    if data.get("lookupStatus") == "not_found":
-        return ParsedPage((), False, None, rid, credits, not_found=True)
-    rows = _require_list(data, "products", "data.products", rid)
-    has_more, cursor = _cursor_paging(data, rid)
-    shop = data.get("shop") if isinstance(data.get("shop"), dict) else {}
-    products, skipped = _products(
-        rows, "data.products", rid, lambda row, _path: _card_product(row, shop)
-    )
-    return ParsedPage(products, has_more, cursor, rid, credits, skipped=skipped)
-
-
-def parse_showcase_page(raw: Any) -> ParsedPage:
-    """Social Fetch ``GET /v1/tiktok/profiles/{handle}/showcase-products``."""
-    body, data, rid = _socialfetch_envelope(raw)
-    rows = _require_list(data, "products", "data.products", rid)
-    has_more, cursor = _cursor_paging(data, rid)
-    products, skipped = _products(
-        rows, "data.products", rid, lambda row, _path: _showcase_product(row)
-    )
-    return ParsedPage(products, has_more, cursor, rid, _meta_credits(body), skipped=skipped)
-
-
-def parse_search_page(raw: Any) -> ParsedPage:
-    """Social Fetch ``GET /v1/tiktok/shop/products/search`` (page-numbered)."""
-    body, data, rid = _socialfetch_envelope(raw)
-    rows = _require_list(data, "products", "data.products", rid)
-    has_more, next_page = _number_paging(data, rid)
-    products, skipped = _products(
-        rows, "data.products", rid, lambda row, _path: _card_product(row, {})
-    )
-    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body), skipped=skipped)
-
-
-def parse_keyapi_page(raw: Any) -> ParsedPage:
-    """KeyAPI ``GET /v1/tiktok/insights/products``; a body ``code`` ≠ 0 is the client's job.
-
-    The next page is ``pagination.page + 1`` while ``has_more`` is true.
-    """
-    rid = _safe_request_id(raw)
-    body = _require_object(raw, "response body", rid)
-    data = _require_object(body.get("data"), "data", rid)
-    rows = _require_list(data, "list", "data.list", rid)
-    pagination = _require_object(data.get("pagination"), "data.pagination", rid)
-    has_more = _require_bool(pagination, "has_more", "data.pagination.has_more", rid)
-    next_page: int | None = None
-    if has_more:
-        current = _count(pagination.get("page"))
-        if not current:
-            raise MalformedPayload(
-                f"data.pagination.page is {_show(pagination.get('page'))} while has_more is true",
-                request_id=rid,
-            )
-        next_page = current + 1
-    products, skipped = _products(rows, "data.list", rid, lambda row, _path: _keyapi_product(row))
-    return ParsedPage(products, has_more, next_page, rid, _meta_credits(body), skipped=skipped)
 
 
 def assign_ranks(pages: Iterable[tuple[Product, ...]]) -> tuple[Product, ...]:

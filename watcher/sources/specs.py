@@ -1,41 +1,47 @@
-"""What each provider and watch type needs on the wire: the one place to add a source.
+"""The shape of a provider definition: what each upstream module declares, nothing more.
 
-A ``SourceSpec`` turns a ``WatchConfig`` into path + query parameters for the first and the
-next page and names the parser; a ``ProviderSpec`` knows the provider's auth header, its
-documented price and how its envelope carries request ids, error messages and body status
-codes. Pure: no I/O.
+A provider module (``socialfetch``, ``keyapi``) builds one ``ProviderSpec``: its name,
+default base URL, regions, auth header, how its envelope carries request ids, error
+messages and body status codes, the credits a response costs, and one ``SourceSpec`` per
+watch type it serves (path, query parameters, paging, parser). ``watcher.sources`` lists the
+modules. Pure, and light to import: the config loader (``watcher check``) reads these facts,
+so this module imports neither aiohttp nor ``watcher.config`` (a watch is read through
+``WatchParams``), and the provider modules import their parsing helpers on first parse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from watcher.config import WatchConfig
-from watcher.sources.normalise import (
-    ParsedPage,
-    parse_keyapi_page,
-    parse_search_page,
-    parse_showcase_page,
-    parse_store_page,
-)
-from watcher.util import strip_handle
-
-__all__ = [
-    "KEYAPI_PAGE_SIZE",
-    "PROVIDERS",
-    "SOURCES",
-    "ProviderSpec",
-    "Request",
-    "SourceSpec",
-    "register_source",
-]
-
-KEYAPI_PAGE_SIZE = 20  # KeyAPI's maximum ``limit``
+if TYPE_CHECKING:
+    from watcher.sources.normalise import ParsedPage
 
 Params = dict[str, str]
+
+
+class WatchParams(Protocol):
+    """What a source reads of a watch (``config.WatchConfig`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def handle(self) -> str | None: ...
+    @property
+    def query(self) -> str | None: ...
+    @property
+    def category_id(self) -> str | None: ...
+    @property
+    def keyword(self) -> str | None: ...
+    @property
+    def time_scope(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +63,15 @@ class SourceSpec:
     watch_type: str
     provider: str
     paging: Literal["cursor", "page"]
-    path: Callable[[WatchConfig], str]
-    params: Callable[[WatchConfig], Params]
+    path: Callable[[WatchParams], str]
+    params: Callable[[WatchParams], Params]
     parse: Callable[[Any], ParsedPage]
 
-    def first_request(self, watch: WatchConfig) -> Request:
+    def first_request(self, watch: WatchParams) -> Request:
         """Cursor sources omit the cursor on the first page; numbered ones ask for page 1."""
         return self.next_request(watch, None if self.paging == "cursor" else 1)
 
-    def next_request(self, watch: WatchConfig, next_token: str | int | None) -> Request:
+    def next_request(self, watch: WatchParams, next_token: str | int | None) -> Request:
         params = self.params(watch)
         if next_token is not None:
             params[self.paging] = str(next_token)
@@ -74,133 +80,52 @@ class SourceSpec:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
-    """Per-provider wire conventions (spec section 1, "Credits")."""
+    """Everything about one upstream (spec section 1, "Credits"), declared by its module.
+
+    ``credits(status, body)`` is the one decision of what a response cost: ``status`` None
+    when the request may have reached upstream but no reply was read. ``regions`` are the
+    region codes it accepts (empty: free text).
+    """
 
     name: str
+    base_url: str  # default, when the config names none
     price: int  # documented credits per request, assumed by budget checks
     auth: Callable[[str], dict[str, str]]
-    charge: Callable[[int | None], int]  # documented credits for an HTTP status (None: none)
+    credits: Callable[[int | None, Any], int]
     request_id: Callable[[Any], str | None]
     error_message: Callable[[Any], str | None]
     body_status: Callable[[Any], int | None]  # a failure status reported inside a 2xx body
+    sources: tuple[SourceSpec, ...]
+    regions: tuple[str, ...] = ()
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _get(body: Any, *keys: str) -> Any:
+def text_at(body: Any, *keys: str) -> str | None:
+    """The non-blank string at ``body[k1][k2]...``, else None (envelope fields)."""
     for key in keys:
         if not isinstance(body, Mapping):
             return None
         body = body.get(key)
-    return body
+    return body if isinstance(body, str) and body.strip() else None
 
 
-def _keyapi_code(body: Any) -> int | None:
-    """KeyAPI's body ``code``: 0 is success; a non-zero int (or digit string) is a status."""
-    code = _get(body, "code")
-    if isinstance(code, str) and code.strip().isdigit():
-        code = int(code)
-    if isinstance(code, bool) or not isinstance(code, int) or code == 0:
+def charged_credits(body: Any) -> int | None:
+    """``meta.creditsCharged`` when the body carries a sane one (Social Fetch's authoritative
+    field): the one reader of it, for the page and for each provider's ``credits``."""
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    credits = meta.get("creditsCharged") if isinstance(meta, Mapping) else None
+    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
         return None
-    return code
+    return credits
 
 
-PROVIDERS: dict[str, ProviderSpec] = {
-    "socialfetch": ProviderSpec(
-        name="socialfetch",
-        price=1,
-        auth=lambda key: {"x-api-key": key},
-        charge=lambda status: 1 if status in (200, 502) else 0,
-        request_id=lambda body: _text(_get(body, "meta", "requestId")),
-        error_message=lambda body: _text(_get(body, "error", "message")),
-        body_status=lambda body: None,
-    ),
-    "keyapi": ProviderSpec(
-        name="keyapi",
-        price=2,
-        auth=lambda key: {"Authorization": f"Bearer {key}"},
-        charge=lambda status: 2,
-        request_id=lambda body: _text(_get(body, "requestId")),
-        error_message=lambda body: _text(_get(body, "message")),
-        body_status=_keyapi_code,
-    ),
-}
-
-SOURCES: dict[str, SourceSpec] = {}
-
-
-def register_source(spec: SourceSpec) -> SourceSpec:
-    """Add a watch type; its provider must be known and the name unused."""
-    if spec.provider not in PROVIDERS:
-        raise ValueError(f"source {spec.watch_type!r} names unknown provider {spec.provider!r}")
-    if spec.watch_type in SOURCES:
-        raise ValueError(f"source {spec.watch_type!r} is already registered")
-    SOURCES[spec.watch_type] = spec
-    return spec
-
-
-def _present(**params: str | None) -> Params:
+def present(**params: str | None) -> Params:
     """Drop unset parameters: upstream defaults apply, and empty strings are not sent."""
     return {key: value for key, value in params.items() if value is not None and value != ""}
 
 
-def _required(watch: WatchConfig, key: str) -> str:
+def required(watch: WatchParams, key: str) -> str:
+    """A parameter the watch type cannot do without (the config loader has checked it)."""
     value = getattr(watch, key)
     if not value:
         raise ValueError(f"watch {watch.id!r} ({watch.type}) has no {key}")
     return value
-
-
-def _showcase_path(watch: WatchConfig) -> str:
-    handle = strip_handle(_required(watch, "handle"))
-    return f"/v1/tiktok/profiles/{quote(handle, safe='')}/showcase-products"
-
-
-register_source(
-    SourceSpec(
-        watch_type="store",
-        provider="socialfetch",
-        paging="cursor",
-        path=lambda watch: "/v1/tiktok/shop/products",
-        params=lambda watch: _present(url=_required(watch, "url"), region=watch.region),
-        parse=parse_store_page,
-    )
-)
-register_source(
-    SourceSpec(
-        watch_type="showcase",
-        provider="socialfetch",
-        paging="cursor",
-        path=_showcase_path,
-        params=lambda watch: _present(region=watch.region),
-        parse=parse_showcase_page,
-    )
-)
-register_source(
-    SourceSpec(
-        watch_type="search",
-        provider="socialfetch",
-        paging="page",
-        path=lambda watch: "/v1/tiktok/shop/products/search",
-        params=lambda watch: _present(query=_required(watch, "query"), region=watch.region),
-        parse=parse_search_page,
-    )
-)
-register_source(
-    SourceSpec(
-        watch_type="top_products",
-        provider="keyapi",
-        paging="page",
-        path=lambda watch: "/v1/tiktok/insights/products",
-        params=lambda watch: _present(
-            limit=str(KEYAPI_PAGE_SIZE),
-            ecom_category_id=watch.category_id,
-            search_keyword=watch.keyword,
-            time_scope=watch.time_scope,
-            region=watch.region,
-        ),
-        parse=parse_keyapi_page,
-    )
-)

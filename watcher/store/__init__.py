@@ -28,6 +28,7 @@ from sqlmodel import Session, create_engine, delete
 from ..models import (
     PRODUCT_FIELDS,
     Alert,
+    HistoryPoint,
     PricePoint,
     Product,
     ProviderState,
@@ -256,15 +257,38 @@ class Store(OutboxStore, ChatStore):
             out[pid].append(PricePoint(at=at, price=Decimal(price)))
         return out
 
-    def product_history(self, product_id: str) -> list[HistoryRow]:
+    def product_history(self, product_id: str) -> list[HistoryPoint]:
+        """Every recorded change of a product, oldest first, across the watches that saw it."""
+        h = HistoryRow
         with self.session() as s:
-            return list(
-                s.exec(
-                    select(HistoryRow)
-                    .where(HistoryRow.product_id == product_id)
-                    .order_by(HistoryRow.at, HistoryRow.id)
-                ).scalars()
+            rows = s.exec(
+                select(
+                    h.watch_id,
+                    h.at,
+                    h.price,
+                    h.original_price,
+                    h.discount_percent,
+                    h.rank,
+                    h.sold,
+                    h.present,
+                )
+                .where(h.product_id == product_id)
+                .order_by(h.at, h.id)
+            ).all()
+        return [
+            HistoryPoint(
+                watch_id=watch_id,
+                product_id=product_id,
+                at=as_utc(at),
+                price=None if price is None else Decimal(price),
+                original_price=None if original is None else Decimal(original),
+                discount_percent=discount,
+                rank=rank,
+                sold=sold,
+                present=present,
             )
+            for watch_id, at, price, original, discount, rank, sold, present in rows
+        ]
 
     def last_alerted(
         self, watch_id: str, product_ids: Iterable[str]
