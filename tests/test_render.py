@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from watcher.identity import alert_id
 from watcher.models import Alert, AlertDraft, Product
 from watcher.render import (
-    alert_id,
     digest_body,
     format_money,
     previous_dict,

@@ -25,16 +25,16 @@ from watcher.errors import ConfigError
 from watcher.kinds import (
     CHANNEL_COMMON,
     CHANNEL_TYPES,
+    DEFINING_KEYS,
     MATCH_PARAMS,
     PROVIDER_PARAMS,
     PROVIDERS,
     RULE_COMMON,
-    RULE_KINDS,
     WATCH_COMMON,
     WATCH_TYPES,
     Param,
 )
-from watcher.util import strip_handle
+from watcher.rules import RULE_KINDS
 
 SOCIALFETCH_REGIONS = (
     "US", "GB", "DE", "FR", "IT", "ID", "MY", "MX",
@@ -115,17 +115,9 @@ class WatchConfig:
         return WATCH_TYPES[self.type].tracks_stock
 
     def definition(self) -> dict[str, Any]:
-        """The fields whose change starts a new baseline (spec section 4)."""
-        return {
-            "type": self.type,
-            "url": self.url,
-            "handle": self.handle,
-            "query": self.query,
-            "category_id": self.category_id,
-            "keyword": self.keyword,
-            "time_scope": self.time_scope,
-            "region": self.region,
-        }
+        """The fields whose change starts a new baseline (spec section 4): the type and
+        every key that defines some watch type (``kinds.WatchType.defining``)."""
+        return {"type": self.type, **{k: getattr(self, k) for k in DEFINING_KEYS}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +138,8 @@ class RuleConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     cooldown: timedelta = timedelta(hours=6)
     template: str | None = None
-    # kind parameters (only those of the kind are set by the loader)
-    min_percent: Decimal | None = None  # price_drop
-    min_amount: Decimal | None = None  # price_drop
-    target: Decimal | None = None  # price_below
-    percent: int | None = None  # discount_at_least
-    min_positions: int | None = None  # rank_jump
-    top: int | None = None  # rank_jump
-    window: timedelta = timedelta(days=30)  # lowest_price
+    # the kind's parameters, every one of them (``RuleKind.params``, defaults filled in)
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def applies_to(self, watch_id: str) -> bool:
         return self.watches is None or watch_id in self.watches
@@ -489,8 +475,6 @@ def _watches(
                 f"{what} has type {wtype}, which needs the '{wt.provider}' provider; "
                 f"add it under 'providers' with its api_key",
             )
-        if "handle" in values:
-            values["handle"] = strip_handle(values["handle"])
         if not r.issues and wid not in built:
             built[wid] = _make(WatchConfig, values, id=wid, type=wtype, line=line)
     return built, known
@@ -568,7 +552,10 @@ def _rules(
         if "match" in values:
             values["match"] = _match(r, values["match"], what, entries["match"][1])
         if not r.issues and kind and rid not in built:
-            built[rid] = _make(RuleConfig, values, id=rid, when=kind.name)
+            given = {k: values.pop(k) for k in kind.params if k in values}
+            built[rid] = _make(
+                RuleConfig, values, id=rid, when=kind.name, params=kind.settings(given)
+            )
     return built
 
 

@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from watcher.errors import ConfigIssue
 from watcher.kinds import Param
-from watcher.util import DurationError, parse_duration
+from watcher.util import DurationError, parse_duration, strip_handle
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_T + n for n in ("str", "int", "float", "bool", "null"))
@@ -40,6 +40,7 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numberi
 
 EXPECTED = {
     "str": "text",
+    "handle": "text",
     "int": "a whole number",
     "positive_int": "a whole number >= 1",
     "positive_number": "a number > 0",
@@ -534,6 +535,10 @@ def _str(r: Reader, node: Node, where: str) -> str:
     return _text(r, node, where)  # a number stays as written: category_id: 601583
 
 
+def _handle(r: Reader, node: Node, where: str) -> str:
+    return strip_handle(_text(r, node, where))
+
+
 def _items(r: Reader, node: Node, where: str) -> list[Node]:
     if not isinstance(node, SequenceNode):
         hint = "write it in brackets, e.g. [x], even for one item"
@@ -668,6 +673,7 @@ def _cron(r: Reader, node: Node, where: str) -> str:
 
 _CONVERTERS: dict[str, Callable[[Reader, Node, str], Any]] = {
     "str": _str,
+    "handle": _handle,
     "int": _int,
     "positive_int": _positive_int,
     "positive_number": _positive_number,

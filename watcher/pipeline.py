@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from . import render
+from . import identity, render
 from .config import Config, WatchConfig
 from .diff import diff
 from .errors import PaymentRequired, ProviderUnavailable
@@ -237,7 +237,7 @@ def _advanced(state: WatchState, values: Mapping[str, object], seq: int) -> Watc
 
 def notice(kind: str, watch_id: str | None, message: str, key: object, now: datetime) -> Alert:
     return Alert(
-        alert_id=render.alert_id(None, watch_id, None, kind, None, str(key), 0),
+        alert_id=identity.alert_id(None, watch_id, None, kind, None, str(key), 0),
         kind=kind,
         watch_id=watch_id,
         detected_at=now,
@@ -536,7 +536,7 @@ class Pipeline:
     def _alert(self, draft: AlertDraft, seq: int, now: datetime) -> Alert:
         old, new = render.transition_values(draft)
         alert = Alert(
-            alert_id=render.alert_id(
+            alert_id=identity.alert_id(
                 draft.rule_id, draft.watch_id, draft.product.id, draft.kind, old, new, seq
             ),
             kind=draft.kind,
