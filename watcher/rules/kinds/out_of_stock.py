@@ -10,7 +10,7 @@ from watcher.rules.base import STOCKED, Detail, Params, RuleContext, RuleKind, V
 @register
 class OutOfStock(RuleKind):
     name = "out_of_stock"
-    doc = "A store or showcase product was removed (absent from missing_after full polls in a row)."
+    doc = "A store or showcase product was removed (missing in missing_after full polls in a row)."
     headline = "Out of stock"
     watch_types = STOCKED
 
