@@ -20,7 +20,7 @@ from watcher.config import (
     WatchConfig,
     load_config,
 )
-from watcher.configload import PARAM_TYPES, crontab_weekdays
+from watcher.configtypes import PARAM_TYPES, crontab_weekdays
 from watcher.errors import ConfigError, ConfigIssue
 from watcher.kinds import (
     CHANNEL_COMMON,
@@ -993,7 +993,7 @@ def test_a_loader_failure_is_still_a_config_error_with_a_position(tmp_path, monk
 def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
     import yaml
 
-    from watcher.configload import _fast_compose
+    from watcher.configload import fast_compose
 
     text = (Path(__file__).parents[1] / "rules.example.yaml").read_text() + "\nx: 'wörld'\n"
 
@@ -1006,4 +1006,4 @@ def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
                 for part in item if isinstance(item, tuple) else (item,):
                     yield from flat(part)
 
-    assert list(flat(_fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))
+    assert list(flat(fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))
