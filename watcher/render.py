@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -100,20 +101,16 @@ def render_digest_html(alerts: Iterable[Alert]) -> str:
     return _digest(alerts, _HTML)
 
 
+@dataclass(frozen=True, slots=True)
 class _Markup:
     """How one output format escapes text, makes it bold and links a product."""
 
-    def __init__(
-        self, escape: Callable[[str], str], bold: str, link: Callable[[Product], str | None]
-    ) -> None:
-        self.escape, self.bold, self.link = escape, bold, link
+    escape: Callable[[str], str]
+    bold: str  # a format string around the text
+    link: Callable[[Product], str | None]
 
 
-def _plain_link(p: Product) -> str | None:
-    return p.url or None
-
-
-_PLAIN = _Markup(lambda text: text, "{}", _plain_link)
+_PLAIN = _Markup(lambda text: text, "{}", lambda p: p.url or None)
 _HTML = _Markup(html.escape, "<b>{}</b>", lambda p: _link(p))
 
 
