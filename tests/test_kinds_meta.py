@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from watcher.config import load_config
+from watcher.errors import ConfigError
 from watcher.kinds import WATCH_TYPES
 from watcher.models import Alert, AlertDraft, Product
 from watcher.render import render_html, render_text, transition_values
@@ -99,3 +101,31 @@ def test_watch_type_has_rule_table_rows(name: str) -> None:
     """Rules behave per watch type (stock, prices): each type has rows of its own."""
     rows = [r.get("watch", "store") for r in RULE_ROWS + SCENARIOS]
     assert name in rows, f"{name}: no row with watch: {name} in rules.yaml or scenarios.yaml"
+
+
+# --- the loader derives from the definitions ----------------------------------------------------
+
+_CONFIG = (
+    "providers: {socialfetch: {api_key: k}}\n"
+    "channels: {out: {type: console}}\n"
+    "watches:\n  - {id: w, type: store, url: u, every: 15m}\n"
+    "rules:\n  - {id: r, when: %s, notify: [out]}\n"
+)
+
+
+@pytest.mark.parametrize("name", sorted(RULE_KINDS))
+def test_loader_applies_the_kinds_required_and_one_of_keys(tmp_path: Path, name: str) -> None:
+    kind = RULE_KINDS[name]
+    path = tmp_path / "rules.yaml"
+    path.write_text(_CONFIG % name)
+    required = [k for k, p in kind.params.items() if p.required]
+    if not required and not kind.one_of:
+        assert load_config(path, env={}).rules["r"].params == kind.settings({})
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    messages = [i.message for i in caught.value.issues]
+    for key in required:
+        assert any(f"missing required key '{key}'" in m for m in messages), messages
+    if kind.one_of:
+        assert any(f"needs at least one of: {', '.join(kind.one_of)}" in m for m in messages)
