@@ -58,11 +58,14 @@ def make_config(base_url: str, **telegram: object) -> Config:
                 id="price-drop-10",
                 when="price_drop",
                 notify=("deals",),
-                min_percent=Decimal(10),
+                params={"min_percent": Decimal(10)},
                 watches=("goli-store",),
             ),
             "climbers": RuleConfig(
-                id="climbers", when="rank_jump", notify=("hooks",), min_positions=5, top=10
+                id="climbers",
+                when="rank_jump",
+                notify=("hooks",),
+                params={"min_positions": 5, "top": 10},
             ),
         },
     )

@@ -20,7 +20,7 @@ from watcher.config import (
     WatchConfig,
     load_config,
 )
-from watcher.configload import PARAM_TYPES, crontab_weekdays
+from watcher.configtypes import PARAM_TYPES, crontab_weekdays
 from watcher.errors import ConfigError, ConfigIssue
 from watcher.kinds import (
     CHANNEL_COMMON,
@@ -29,10 +29,10 @@ from watcher.kinds import (
     PROVIDER_PARAMS,
     PROVIDERS,
     RULE_COMMON,
-    RULE_KINDS,
     WATCH_COMMON,
     WATCH_TYPES,
 )
+from watcher.rules import RULE_KINDS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rules.example.yaml"
 SECRETS = {
@@ -718,8 +718,19 @@ def test_every_param_type_has_a_converter():
 def test_every_param_has_a_dataclass_field():
     for wtype in WATCH_TYPES.values():
         assert set(WATCH_COMMON) | set(wtype.params) <= _fields(WatchConfig)
-    for kind in RULE_KINDS.values():
-        assert set(RULE_COMMON) | set(kind.params) <= _fields(RuleConfig)
+    assert set(RULE_COMMON) <= _fields(RuleConfig)  # a kind's own keys go to .params
+
+
+def test_every_rule_kind_param_reaches_the_rule():
+    """What the example writes for a kind arrives in ``RuleConfig.params``, typed."""
+    config = load_config(EXAMPLE, env=SECRETS)
+    written = {r["id"]: r for r in _example_items()["rules"]}
+    for rule in config.rules.values():
+        kind = RULE_KINDS[rule.when]
+        assert set(rule.params) == set(kind.params)
+        for key in kind.params:
+            if key in written[rule.id]:
+                assert rule.params[key] is not None, f"{rule.id}.{key}"
     for ctype in CHANNEL_TYPES.values():
         assert set(CHANNEL_COMMON) | set(ctype.params) <= _fields(ChannelConfig)
     assert set(PROVIDER_PARAMS) <= _fields(ProviderConfig)
@@ -792,7 +803,7 @@ def test_an_empty_optional_secret_means_unset(tmp_path):
 def test_decimals_keep_what_was_written(tmp_path, written, expected):
     text = SF + "channels: {c: {type: console}}\n" + W
     text += f"rules:\n  - {{id: r, when: price_below, target: {written}, notify: [c]}}\n"
-    target = load(tmp_path, text, {"P": "19.99"}).rules["r"].target
+    target = load(tmp_path, text, {"P": "19.99"}).rules["r"].params["target"]
     assert target == expected
     assert str(target) == str(expected)
 
@@ -822,6 +833,7 @@ def test_defaults_and_conversions(tmp_path):
         "  - {id: k, type: top_products, category_id: 601583, every: 6h}\n"
         "rules:\n"
         "  - {id: r, when: new_item, notify: [t, h], match: {product_ids: [17, a]}}\n"
+        "  - {id: low, when: lowest_price, notify: [t]}\n"
     )
     config = load(tmp_path, text)
     assert config.providers["socialfetch"].base_url == "http://127.0.0.1:8080"
@@ -851,7 +863,8 @@ def test_defaults_and_conversions(tmp_path):
     assert rule.notify == ("t", "h")
     assert rule.match.product_ids == ("17", "a")
     assert rule.cooldown == timedelta(hours=6)
-    assert rule.window == timedelta(days=30)
+    assert rule.params == {}  # new_item has no parameters
+    assert config.rules["low"].params == {"window": timedelta(days=30)}
 
 
 def test_numbers_as_ids_are_text(tmp_path):
@@ -980,7 +993,7 @@ def test_a_loader_failure_is_still_a_config_error_with_a_position(tmp_path, monk
 def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
     import yaml
 
-    from watcher.configload import _fast_compose
+    from watcher.configload import fast_compose
 
     text = (Path(__file__).parents[1] / "rules.example.yaml").read_text() + "\nx: 'wörld'\n"
 
@@ -993,4 +1006,4 @@ def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
                 for part in item if isinstance(item, tuple) else (item,):
                     yield from flat(part)
 
-    assert list(flat(_fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))
+    assert list(flat(fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))

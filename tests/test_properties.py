@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher import render
+from watcher import identity, render
 from watcher.config import Config, RuleConfig, WatchConfig, load_config
 from watcher.diff import diff
 from watcher.errors import ConfigError
@@ -115,11 +115,11 @@ def test_a_mutated_example_is_valid_or_rejected_with_positions(tmp_path, text: s
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 WATCH = WatchConfig(id="w", type="store", url="https://www.tiktok.com/shop/store/x/1")
 RULES = [
-    RuleConfig(id="drop", when="price_drop", notify=("c",), min_percent=Decimal(1)),
-    RuleConfig(id="below", when="price_below", notify=("c",), target=Decimal(50)),
-    RuleConfig(id="disc", when="discount_at_least", notify=("c",), percent=20),
+    RuleConfig(id="drop", when="price_drop", notify=("c",), params={"min_percent": Decimal(1)}),
+    RuleConfig(id="below", when="price_below", notify=("c",), params={"target": Decimal(50)}),
+    RuleConfig(id="disc", when="discount_at_least", notify=("c",), params={"percent": 20}),
     RuleConfig(id="new", when="new_item", notify=("c",)),
-    RuleConfig(id="rank", when="rank_jump", notify=("c",), min_positions=1),
+    RuleConfig(id="rank", when="rank_jump", notify=("c",), params={"min_positions": 1}),
     RuleConfig(id="oos", when="out_of_stock", notify=("c",)),
     RuleConfig(id="bis", when="back_in_stock", notify=("c",)),
     RuleConfig(id="low", when="lowest_price", notify=("c",)),
@@ -152,7 +152,7 @@ def alerts(previous, result: PollResult, history=None, seq: int = 1) -> list[str
     for draft in drafts:
         old, new = render.transition_values(draft)
         out.append(
-            render.alert_id(
+            identity.alert_id(
                 draft.rule_id, draft.watch_id, draft.product.id, draft.kind, old, new, seq
             )
         )

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from watcher.identity import alert_id
 from watcher.models import Alert, AlertDraft, Product
 from watcher.render import (
-    alert_id,
     digest_body,
     format_money,
     previous_dict,
@@ -47,7 +47,7 @@ NEW = Product(
     shop_id="s1",
     shop_name="Goli Nutrition",
 )
-OLD = replace(NEW, price=Decimal("19.99"), discount_percent=20, rank=9)
+OLD = replace(NEW, price=Decimal("19.99"), discount_percent=20, rank=9, sold=1000000)
 
 
 def alert(kind: str = "price_drop", **over: Any) -> Alert:
@@ -125,6 +125,8 @@ def draft(kind: str, previous: Product | None = OLD, product: Product = NEW) -> 
         pytest.param(draft("new_item", None), (None, "present"), id="new_item"),
         pytest.param(draft("out_of_stock"), ("present", "absent"), id="out_of_stock"),
         pytest.param(draft("back_in_stock"), ("absent", "present"), id="back_in_stock"),
+        pytest.param(draft("sold_spike"), (1000000, 1283012), id="sold_spike"),
+        pytest.param(draft("sold_spike", None), (None, 1283012), id="sold_spike-no-previous"),
     ],
 )
 def test_transition_values(d: AlertDraft, expected: tuple[Any, Any]) -> None:
@@ -296,6 +298,23 @@ def test_format_money(amount: str | None, currency: str | None, expected: str) -
             id="out_of_stock",
         ),
         pytest.param(
+            alert("sold_spike"),
+            [
+                "Sales spike: Goli Apple Cider Vinegar Gummies",
+                "1,000,000 → 1,283,012 sold (+283,012 since the last poll)",
+                "$19.99 → $14.96 (-25%) · 40% off",
+                "#9 → #3",
+            ],
+            id="sold_spike",
+        ),
+        pytest.param(
+            alert(
+                "sold_spike", previous=replace(OLD, sold=None), product=replace(NEW, price=None)
+            ),
+            ["Sales spike: Goli Apple Cider Vinegar Gummies", "? → 1,283,012 sold", "#9 → #3"],
+            id="sold_spike-unknown-before-and-no-price",
+        ),
+        pytest.param(
             alert(
                 "price_drop",
                 previous=Product("1729", price=Decimal("20")),
@@ -448,8 +467,15 @@ def test_digest_text_lists_every_alert_best_first() -> None:
 )
 def test_extreme_prices_render(before: str, after: str) -> None:
     old = Product("x", price=Decimal(before))
-    new = Product("x", title="T", price=Decimal(after), currency="USD", discount_percent=10**5000)
-    for kind in ("price_drop", "discount_at_least", "out_of_stock", "rank_jump"):
+    new = Product(
+        "x",
+        title="T",
+        price=Decimal(after),
+        currency="USD",
+        discount_percent=10**5000,
+        sold=10**5000,
+    )
+    for kind in ("price_drop", "discount_at_least", "out_of_stock", "rank_jump", "sold_spike"):
         a = alert(kind, product=new, previous=old)
         assert render_text(a).split("\n")[0].endswith(": T")
         assert "<b>T</b>" in render_html(a)
@@ -493,7 +519,8 @@ _PRODUCTS = st.builds(
 )
 _KINDS = st.sampled_from(
     ["price_drop", "price_below", "lowest_price", "discount_at_least", "new_item", "rank_jump",
-     "out_of_stock", "back_in_stock", "watch_failing", "watch_empty", "provider_paused"]
+     "out_of_stock", "back_in_stock", "sold_spike", "watch_failing", "watch_empty",
+     "provider_paused"]
 ) | st.text(min_size=1, max_size=10)  # fmt: skip
 _ALERTS = st.builds(
     Alert,

@@ -907,19 +907,22 @@ def _fires(rule: Any, pid: str, old: dict | None, new: dict, seen: _Seen) -> boo
     if rule.when == "back_in_stock":
         return pid in seen.removed
     if rule.when == "price_below":
-        was_above = old is None or old["price"] is None or old["price"] > rule.target
-        return new["price"] is not None and new["price"] <= rule.target and was_above
+        was_above = old is None or old["price"] is None or old["price"] > rule.params["target"]
+        return new["price"] is not None and new["price"] <= rule.params["target"] and was_above
     if old is None:
         return False
     p0, p1 = old["price"], new["price"]
     if rule.when == "price_drop":
-        return bool(p0 and p1 and p1 < p0 and (p0 - p1) / p0 * 100 >= (rule.min_percent or 0))
+        least = rule.params["min_percent"] or 0
+        return bool(p0 and p1 and p1 < p0 and (p0 - p1) / p0 * 100 >= least)
     if rule.when == "lowest_price":
         return bool(p1 and p1 != p0 and p1 < min(seen.prices[pid]))
     if rule.when == "discount_at_least":
-        return new["disc"] is not None and new["disc"] >= rule.percent > (old["disc"] or 0)
+        percent = rule.params["percent"]
+        return new["disc"] is not None and new["disc"] >= percent > (old["disc"] or 0)
     if rule.when == "rank_jump":
-        return old["rank"] - new["rank"] >= rule.min_positions and new["rank"] <= rule.top
+        gained = old["rank"] - new["rank"]
+        return gained >= rule.params["min_positions"] and new["rank"] <= rule.params["top"]
     raise AssertionError(f"no reference for {rule.when}")
 
 

@@ -36,6 +36,7 @@ from . import chart, util
 from .channels.telegram import TelegramChannel, split_html
 from .config import Config, RuleConfig, WatchConfig
 from .errors import WatcherError
+from .rules import RULE_KINDS
 from .store import Store
 
 log = logging.getLogger("watcher.bot")
@@ -528,13 +529,13 @@ def _watch_target(w: WatchConfig) -> str:
 
 
 def _rule_params(r: RuleConfig) -> list[str]:
+    kind = RULE_KINDS.get(r.when)
+    settings = kind.settings(r.params) if kind else dict(r.params)
     out = [
-        f"{k}={v}"
-        for k in ("min_percent", "min_amount", "target", "percent", "min_positions", "top")
-        if (v := getattr(r, k)) is not None
+        f"{k}={_span(v) if isinstance(v, timedelta) else v}"
+        for k, v in settings.items()
+        if v is not None
     ]
-    if r.when == "lowest_price":
-        out.append(f"window={_span(r.window)}")
     m = r.match
     out += [
         f"{k}={v}"

@@ -1,28 +1,47 @@
 """YAML config → validated, frozen config objects, with file:line:column errors.
 
 ``load_config(path, env=None)`` returns a ``Config`` or raises ``ConfigError`` carrying
-*every* issue found (spec section 2). The keys and value types of every watch type, rule
-kind and channel type come from ``watcher.kinds``; this module adds the checks that span
-keys and sections (schedules, references, id namespaces). The YAML and value-type layer is
-``watcher.configload``.
+*every* issue found (spec section 2). The keys and value types of every watch type and
+channel type come from ``watcher.kinds``, those of every rule kind from ``watcher.rules``;
+this module builds the sections of the schema (``configschema``) from them and adds the
+checks that span keys and sections (schedules, references, id namespaces; the shared ones
+are ``configcheck``). The reader: ``configload`` (YAML, structure), ``configvalues``
+(positions, issues, ``${VAR}``) and ``configtypes`` (one converter per value type).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
-from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 import watcher.channels  # noqa: F401  (registers the channel types in kinds.CHANNEL_TYPES)
 from watcher import sources
-from watcher.configload import ID_ALLOWED, ID_RE, Entries, Reader, options
+from watcher.configcheck import (
+    check_headers,
+    check_id,
+    check_range,
+    check_url,
+    elsewhere,
+    kind_name,
+    make,
+    one_of,
+    present,
+    read_id,
+    refs,
+)
+from watcher.configload import Reader, options
+from watcher.configschema import (
+    ChannelConfig,
+    Config,
+    MatchConfig,
+    ProviderConfig,
+    RuleConfig,
+    WatchConfig,
+)
+from watcher.configtypes import Entries
 from watcher.errors import ConfigError
 from watcher.kinds import (
     CHANNEL_COMMON,
@@ -31,12 +50,11 @@ from watcher.kinds import (
     PROVIDER_PARAMS,
     PROVIDERS,
     RULE_COMMON,
-    RULE_KINDS,
     WATCH_COMMON,
     WATCH_TYPES,
     Param,
 )
-from watcher.util import strip_handle
+from watcher.rules import RULE_KINDS
 
 # provider facts live in their modules (watcher.sources.socialfetch, watcher.sources.keyapi)
 SOCIALFETCH_REGIONS = sources.PROVIDERS["socialfetch"].regions
@@ -44,127 +62,6 @@ DEFAULT_BASE_URLS = {name: p.base_url for name, p in sources.PROVIDERS.items()}
 
 # watch type → provider name (declared in kinds.py)
 WATCH_PROVIDERS = {name: t.provider for name, t in WATCH_TYPES.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str  # "socialfetch" | "keyapi"
-    api_key: str
-    base_url: str
-    max_concurrency: int = 4
-    requests_per_second: float = 5.0
-    daily_credit_budget: int | None = None
-    max_response_mib: int = 16
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelConfig:
-    id: str
-    type: str  # "telegram" | "webhook" | "console"
-    # webhook
-    url: str | None = None
-    secret: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    timeout: timedelta = timedelta(seconds=10)
-    follow_redirects: bool = False
-    # telegram
-    token: str | None = None
-    base_url: str | None = None
-    chat_ids: tuple[int, ...] = ()
-    admins: tuple[int, ...] = ()
-    allow_subscribe: bool = True
-    # every kind
-    max_attempts: int = 8
-    group_over: int = 5
-    quiet_hours: tuple[str, str] | None = None  # ("23:00", "07:00"), validated HH:MM
-    timezone: str = "UTC"  # validated IANA name
-
-
-@dataclass(frozen=True, slots=True)
-class WatchConfig:
-    id: str
-    type: str  # "store" | "showcase" | "search" | "top_products"
-    # exactly the identifying parameters of the type:
-    url: str | None = None  # store
-    handle: str | None = None  # showcase
-    query: str | None = None  # search
-    category_id: str | None = None  # top_products
-    keyword: str | None = None  # top_products
-    time_scope: str | None = None  # top_products
-    region: str | None = None
-    every: timedelta | None = None  # exactly one of every / cron
-    # crontab text; a numeric weekday field is rewritten to day names (mon-fri), which
-    # APScheduler 3's CronTrigger.from_crontab reads as crontab does (it counts 0 = Monday)
-    cron: str | None = None
-    max_pages: int = 5
-    missing_after: int = 2
-    notify_failures_after: int = 3
-    line: int = 0  # where it was defined, for messages
-
-    @property
-    def provider(self) -> str:
-        return WATCH_PROVIDERS[self.type]
-
-    @property
-    def tracks_stock(self) -> bool:
-        """Stock (out_of_stock / back_in_stock) applies to stores and showcases only."""
-        return WATCH_TYPES[self.type].tracks_stock
-
-    def definition(self) -> dict[str, Any]:
-        """The fields whose change starts a new baseline (spec section 4)."""
-        return {
-            "type": self.type,
-            "url": self.url,
-            "handle": self.handle,
-            "query": self.query,
-            "category_id": self.category_id,
-            "keyword": self.keyword,
-            "time_scope": self.time_scope,
-            "region": self.region,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MatchConfig:
-    title: str | None = None  # regex source, compiled by rules (validated by the loader)
-    min_price: Decimal | None = None
-    max_price: Decimal | None = None
-    min_rating: Decimal | None = None
-    product_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RuleConfig:
-    id: str
-    when: str  # a kind registered in watcher.rules
-    notify: tuple[str, ...]
-    watches: tuple[str, ...] | None = None  # None: every watch
-    match: MatchConfig = field(default_factory=MatchConfig)
-    cooldown: timedelta = timedelta(hours=6)
-    template: str | None = None
-    # kind parameters (only those of the kind are set by the loader)
-    min_percent: Decimal | None = None  # price_drop
-    min_amount: Decimal | None = None  # price_drop
-    target: Decimal | None = None  # price_below
-    percent: int | None = None  # discount_at_least
-    min_positions: int | None = None  # rank_jump
-    top: int | None = None  # rank_jump
-    window: timedelta = timedelta(days=30)  # lowest_price
-
-    def applies_to(self, watch_id: str) -> bool:
-        return self.watches is None or watch_id in self.watches
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    path: str
-    providers: dict[str, ProviderConfig]
-    channels: dict[str, ChannelConfig]
-    watches: dict[str, WatchConfig]
-    rules: dict[str, RuleConfig]
-    # sent or dead deliveries and their alerts older than this are pruned
-    retention: timedelta = timedelta(days=90)
-    history_retention: timedelta | None = None  # None: change history is kept for charts
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -249,15 +146,6 @@ def _build(r: Reader, root: Node) -> Config | None:
     )
 
 
-def _make(cls: type, values: Mapping[str, Any], **fixed: Any) -> Any:
-    """A config dataclass from the keys that are set; the rest keep their defaults.
-
-    Called only while no issue has been found, so every required key is present.
-    """
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names}, **fixed)
-
-
 def _section(r: Reader, node: Node | None, name: str, mapping: bool) -> list[Any]:
     """The entries of a section; an absent or null section is empty."""
     if node is None or r.is_null(node, f"'{name}'"):
@@ -266,79 +154,6 @@ def _section(r: Reader, node: Node | None, name: str, mapping: bool) -> list[Any
         entries = r.mapping(node, f"section '{name}'", _SECTIONS[name])
         return [(key, kn, vn) for key, (kn, vn) in entries.items()]
     return r.sequence(node, f"section '{name}'", _SECTIONS[name]) or []
-
-
-def _check_id(r: Reader, node: Node, value: str, noun: str) -> None:
-    if not ID_RE.match(value):
-        r.issue(
-            node,
-            f"invalid {noun} '{value}': use only {ID_ALLOWED} (ids are typed in bot commands)",
-        )
-
-
-def _id(r: Reader, entries: Entries, owner: Node, what: str, noun: str, param: Param) -> str:
-    """The item's ``id`` ('' if missing or invalid; the issue is recorded)."""
-    if "id" not in entries:
-        r.issue(owner, f"{what} is missing required key 'id' (a unique name: {ID_ALLOWED})")
-        return ""
-    node = entries["id"][1]
-    value = r.value(node, param, f"'id' in {what}")
-    if value is None:
-        return ""
-    _check_id(r, node, value, f"{noun} id")
-    return value
-
-
-def _kind(
-    r: Reader,
-    entries: Entries,
-    key: str,
-    table: Mapping[str, Any],
-    what: str,
-    owner: Node,
-    noun: str,
-) -> str | None:
-    """The type/kind name under ``key`` if it is one of ``table``; else None, reported."""
-    if key not in entries:
-        r.issue(owner, f"{what} is missing required key '{key}' (one of: {', '.join(table)})")
-        return None
-    node = entries[key][1]
-    name = r.value(node, Param("str", required=True), f"'{key}' in {what}")
-    if name is not None and name not in table:
-        r.issue(
-            node,
-            f"'{key}' in {what}: unknown {noun} '{name}'{options(name, table)}",
-        )
-        return None
-    return name
-
-
-def _elsewhere(table: Mapping[str, Any], noun: str) -> Callable[[str], str]:
-    """A hint for a key that belongs to another type or kind, e.g. 'query' on a store."""
-
-    def hint(key: str) -> str:
-        owners = [name for name, kind in table.items() if key in kind.params]
-        return f"'{key}' belongs to {noun} {', '.join(owners)}." if owners else ""
-
-    return hint
-
-
-def _check_url(r: Reader, entries: Entries, values: dict[str, Any], key: str, what: str) -> None:
-    url = values.get(key)
-    if url is not None and not url.startswith(("http://", "https://")):
-        r.issue(
-            entries[key][1], f"'{key}' in {what} must be an http:// or https:// URL, got '{url}'"
-        )
-
-
-def _present(r: Reader, entries: Entries, key: str, what: str) -> bool:
-    """The key is there with a value (``every:`` alone is not a schedule)."""
-    return key in entries and not r.is_null(entries[key][1], f"'{key}' in {what}")
-
-
-def _one_of(r: Reader, entries: Entries, keys: tuple[str, ...], what: str, owner: Node) -> None:
-    if keys and not any(_present(r, entries, k, what) for k in keys):
-        r.issue(owner, f"{what} needs at least one of: {', '.join(keys)}")
 
 
 def _providers(r: Reader, node: Node | None) -> dict[str, ProviderConfig | None]:
@@ -358,13 +173,13 @@ def _providers(r: Reader, node: Node | None) -> dict[str, ProviderConfig | None]
             continue
         r.check_keys(entries, PROVIDER_PARAMS, what)
         values = r.fields(entries, PROVIDER_PARAMS, what, value)
-        _check_url(r, entries, values, "base_url", what)
-        _check_range(r, entries, values, "requests_per_second", what, 0.01, 1000)
-        _check_range(r, entries, values, "max_concurrency", what, 1, 1000)
-        _check_range(r, entries, values, "max_response_mib", what, 1, 1024)
+        check_url(r, entries, values, "base_url", what)
+        check_range(r, entries, values, "requests_per_second", what, 0.01, 1000)
+        check_range(r, entries, values, "max_concurrency", what, 1, 1000)
+        check_range(r, entries, values, "max_response_mib", what, 1, 1024)
         values["base_url"] = values.get("base_url", DEFAULT_BASE_URLS[name]).rstrip("/")
         if not r.issues:
-            out[name] = _make(ProviderConfig, values, name=name)
+            out[name] = make(ProviderConfig, values, name=name)
     return out
 
 
@@ -374,21 +189,21 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
     for cid, key_node, value in _section(r, node, "channels", mapping=True):
         what = f"channel '{cid}'"
         out[cid] = None
-        _check_id(r, key_node, cid, "channel id")
+        check_id(r, key_node, cid, "channel id")
         entries = r.mapping(value, what, "a mapping with 'type' and its settings")
         if not isinstance(value, MappingNode):
             continue
-        ctype = _kind(r, entries, "type", CHANNEL_TYPES, what, value, "channel type")
+        ctype = kind_name(r, entries, "type", CHANNEL_TYPES, what, value, "channel type")
         if ctype is None:
             continue
         params = {**CHANNEL_COMMON, **CHANNEL_TYPES[ctype].params}
-        hint = _elsewhere(CHANNEL_TYPES, "channel type")
+        hint = elsewhere(CHANNEL_TYPES, "channel type")
         r.check_keys(entries, params, f"{what} (type: {ctype})", hint)
         values = r.fields(entries, params, what, value, skip=("type",))
-        _check_url(r, entries, values, "url", what)
-        _check_url(r, entries, values, "base_url", what)
+        check_url(r, entries, values, "url", what)
+        check_url(r, entries, values, "base_url", what)
         if "headers" in entries and isinstance(entries["headers"][1], MappingNode):
-            _check_headers(r, entries["headers"][1], values.get("headers") or {}, what)
+            check_headers(r, entries["headers"][1], values.get("headers") or {}, what)
         if ctype == "telegram" and values.get("base_url", "").endswith("/"):
             r.issue(
                 entries["base_url"][1],
@@ -396,41 +211,8 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
                 "directly, e.g. https://api.telegram.org/bot",
             )
         if not r.issues:
-            out[cid] = _make(ChannelConfig, values, id=cid, type=ctype)
+            out[cid] = make(ChannelConfig, values, id=cid, type=ctype)
     return out
-
-
-def _check_range(
-    r: Reader, entries: Entries, values: Mapping[str, Any], key: str, what: str, lo, hi
-) -> None:
-    """Bounds a value must keep to be usable at run time (a rate of 1e-10 a second would
-    wait for ever; a billion connections would exhaust the machine)."""
-    value = values.get(key)
-    if value is not None and not lo <= value <= hi:
-        r.issue(entries[key][1], f"'{key}' in {what} must be between {lo:g} and {hi:g}")
-
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
-_HEADER_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab: no CR/LF injection
-_OUR_HEADERS = {"content-type", "x-watcher-signature", "x-watcher-timestamp"}
-
-
-def _check_headers(r: Reader, node: MappingNode, resolved: Mapping[str, str], what: str) -> None:
-    """Header names and values that an HTTP client would refuse at send time (or that would
-    split the request) are config errors now, not a failed delivery at 3 a.m."""
-    for key_node, value_node in node.value:
-        name = str(key_node.value)
-        if not _HEADER_NAME.match(name):
-            r.issue(key_node, f"header name {name!r} in {what} is not a valid HTTP header name")
-        elif name.lower() in _OUR_HEADERS:
-            r.issue(key_node, f"header '{name}' in {what} is set by watcher; remove it")
-        value = resolved.get(name, value_node.value if isinstance(value_node, ScalarNode) else "")
-        if _HEADER_BAD.search(str(value)):
-            r.issue(
-                value_node,
-                f"the value of header '{name}' in {what} contains a control character "
-                "(a line break or NUL cannot be sent in a header)",
-            )
 
 
 def _watches(
@@ -449,10 +231,10 @@ def _watches(
         entries = r.mapping(item, what, "a mapping like '- id: my-watch'")
         if not isinstance(item, MappingNode):
             continue
-        wid = _id(r, entries, item, what, "watch", WATCH_COMMON["id"])
+        wid = read_id(r, entries, item, what, "watch", WATCH_COMMON["id"])
         what = f"watch '{wid}'" if wid else what
         line = item.start_mark.line + 1
-        wtype = _kind(r, entries, "type", WATCH_TYPES, what, item, "watch type")
+        wtype = kind_name(r, entries, "type", WATCH_TYPES, what, item, "watch type")
         if wid in known:
             r.issue(
                 entries["id"][1],
@@ -466,10 +248,10 @@ def _watches(
             continue
         wt = WATCH_TYPES[wtype]
         params = {**WATCH_COMMON, **wt.params}
-        hint = _elsewhere(WATCH_TYPES, "watch type")
+        hint = elsewhere(WATCH_TYPES, "watch type")
         r.check_keys(entries, params, f"{what} (type: {wtype})", hint)
         values = r.fields(entries, params, what, item, skip=("id", "type"))
-        schedule = [k for k in ("every", "cron") if _present(r, entries, k, what)]
+        schedule = [k for k in ("every", "cron") if present(r, entries, k, what)]
         if len(schedule) == 2:
             r.issue(entries["cron"][0], f"{what} sets both 'every' and 'cron'; keep exactly one")
         elif not schedule:
@@ -478,36 +260,16 @@ def _watches(
                 f"{what} has no schedule; add 'every' (e.g. every: 15m) "
                 "or 'cron' (e.g. cron: \"*/15 * * * *\")",
             )
-        _one_of(r, entries, wt.one_of, f"{what} ({wtype})", item)
+        one_of(r, entries, wt.one_of, f"{what} ({wtype})", item)
         if wt.provider not in providers:
             r.issue(
                 entries["type"][1],
                 f"{what} has type {wtype}, which needs the '{wt.provider}' provider; "
                 f"add it under 'providers' with its api_key",
             )
-        if "handle" in values:
-            values["handle"] = strip_handle(values["handle"])
         if not r.issues and wid not in built:
-            built[wid] = _make(WatchConfig, values, id=wid, type=wtype, line=line)
+            built[wid] = make(WatchConfig, values, id=wid, type=wtype, line=line)
     return built, known
-
-
-def _refs(
-    r: Reader, node: Node, ids: tuple[str, ...], what: str, defined: Mapping[str, Any], noun: str
-) -> list[tuple[str, Node]]:
-    """The listed ids that exist, with their nodes; reports the others and an empty list."""
-    key = "notify" if noun == "channel" else "watches"
-    items = list(zip(ids, node.value, strict=True))
-    if not items:
-        r.issue(node, f"{what}: '{key}' is empty; list at least one {noun} id")
-    found = []
-    for text, item in items:
-        if text in defined:
-            found.append((text, item))
-            continue
-        label = f"defined {'channels' if noun == 'channel' else 'watches'}"
-        r.issue(item, f"{what} names unknown {noun} '{text}'{options(text, defined, label=label)}")
-    return found
 
 
 def _rules(
@@ -521,7 +283,7 @@ def _rules(
         entries = r.mapping(item, what, "a mapping like '- id: my-rule'")
         if not isinstance(item, MappingNode):
             continue
-        rid = _id(r, entries, item, what, "rule", RULE_COMMON["id"])
+        rid = read_id(r, entries, item, what, "rule", RULE_COMMON["id"])
         what = f"rule '{rid}'" if rid else what
         if rid in lines:
             r.issue(
@@ -537,19 +299,19 @@ def _rules(
             )
         if rid:
             lines.setdefault(rid, item.start_mark.line + 1)
-        when = _kind(r, entries, "when", RULE_KINDS, what, item, "rule kind")
+        when = kind_name(r, entries, "when", RULE_KINDS, what, item, "rule kind")
         kind = RULE_KINDS.get(when or "")
         params = {**RULE_COMMON, **(kind.params if kind else {})}
         if kind:
-            hint = _elsewhere(RULE_KINDS, "rule kind")
+            hint = elsewhere(RULE_KINDS, "rule kind")
             r.check_keys(entries, params, f"{what} (when: {when})", hint)
         values = r.fields(entries, params, what, item, skip=("id", "when"))
         if kind:
-            _one_of(r, entries, kind.one_of, f"{what} ({when})", item)
+            one_of(r, entries, kind.one_of, f"{what} ({when})", item)
         if "notify" in values:
-            _refs(r, entries["notify"][1], values["notify"], what, channels, "channel")
+            refs(r, entries["notify"][1], values["notify"], what, channels, "channel")
         if "watches" in values:
-            for wid, item_node in _refs(
+            for wid, item_node in refs(
                 r, entries["watches"][1], values["watches"], what, watches, "watch"
             ):
                 wtype = watches[wid][0]
@@ -564,7 +326,10 @@ def _rules(
         if "match" in values:
             values["match"] = _match(r, values["match"], what, entries["match"][1])
         if not r.issues and kind and rid not in built:
-            built[rid] = _make(RuleConfig, values, id=rid, when=kind.name)
+            given = {k: values.pop(k) for k in kind.params if k in values}
+            built[rid] = make(
+                RuleConfig, values, id=rid, when=kind.name, params=kind.settings(given)
+            )
     return built
 
 
@@ -580,4 +345,18 @@ def _match(r: Reader, entries: Entries, what: str, node: Node) -> MatchConfig:
             f"{what}: min_price {low} is greater than max_price {high}; "
             "min_price must be <= max_price",
         )
-    return _make(MatchConfig, values)
+    return make(MatchConfig, values)
+
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "SOCIALFETCH_REGIONS",
+    "WATCH_PROVIDERS",
+    "ChannelConfig",
+    "Config",
+    "MatchConfig",
+    "ProviderConfig",
+    "RuleConfig",
+    "WatchConfig",
+    "load_config",
+]

@@ -1,8 +1,9 @@
-"""Declared capabilities of every watch type, rule kind and channel type.
+"""Declared capabilities of every watch type and channel type, and the ``Param`` of a key.
 
 The config loader validates against these tables; the modules that implement each kind
-(``sources``, ``rules``, ``channels``) register their code under the same names, and a
-meta-test checks the two agree. Adding a kind starts here.
+(``sources``, ``channels``) register their code under the same names, and a meta-test
+checks the two agree. Rule kinds are declared next to their behaviour, one module each
+under ``watcher/rules/kinds/`` (``watcher.rules.RULE_KINDS``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from watcher import sources
 class Param:
     """One config key: its value type and whether it must be present.
 
-    ``type`` is one of: str, int, positive_int, positive_number, percent (int 0..100), decimal
-    (non-negative Decimal from a string or number), duration (``15m``), bool, str_list,
-    int_list, str_map, map, regex, region, cron, hhmm_range (``"23:00-07:00"``), timezone.
+    ``type`` is one of: str, handle (text; a leading @ is dropped), int, positive_int,
+    positive_number, percent (int 0..100), decimal (non-negative Decimal from a string or
+    number), duration (``15m``), bool, str_list, int_list, str_map, map, regex, region, cron,
+    hhmm_range (``"23:00-07:00"``), timezone.
     """
 
     type: str
     required: bool = False
     doc: str = ""
+    default: Any = None  # the value when the key is absent (rule kinds' parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,11 @@ class WatchType:
     params: dict[str, Param]
     tracks_stock: bool
     one_of: tuple[str, ...] = ()  # at least one of these optional keys must be set
+
+    @property
+    def defining(self) -> tuple[str, ...]:
+        """The keys that say *what* is watched (not when): changing one starts a new baseline."""
+        return tuple(k for k in self.params if k not in _SCHEDULE)
 
 
 _SCHEDULE = {
@@ -69,7 +77,7 @@ WATCH_TYPES: dict[str, WatchType] = {
             "socialfetch",
             "Products in a creator's profile showcase (Social Fetch).",
             {
-                "handle": Param("str", required=True, doc="TikTok handle, without @"),
+                "handle": Param("handle", required=True, doc="TikTok handle, without @"),
                 "region": Param("str", doc="free-text region code"),
                 **_SCHEDULE,
             },
@@ -103,73 +111,13 @@ WATCH_TYPES: dict[str, WatchType] = {
     )
 }
 
+# Every key that defines some watch type, in declaration order (``WatchConfig.definition``).
+DEFINING_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(k for t in WATCH_TYPES.values() for k in t.defining)
+)
+
 WATCH_COMMON = {"id": Param("str", required=True), "type": Param("str", required=True)}
 
-
-@dataclass(frozen=True, slots=True)
-class RuleKind:
-    name: str
-    doc: str
-    params: dict[str, Param]
-    # watch types it may name; None = all
-    watch_types: frozenset[str] | None = None
-    one_of: tuple[str, ...] = ()  # at least one of these optional keys must be set
-
-
-RULE_KINDS: dict[str, RuleKind] = {
-    k.name: k
-    for k in (
-        RuleKind(
-            "price_drop",
-            "Price fell since the last poll (by min_percent and/or min_amount).",
-            {
-                "min_percent": Param("decimal", doc="minimum drop in percent (default 0)"),
-                "min_amount": Param("decimal", doc="minimum drop in currency units"),
-            },
-            frozenset({"store", "showcase", "search"}),
-        ),
-        RuleKind(
-            "price_below",
-            "Price crosses to <= target, or a product appears already at or below it.",
-            {"target": Param("decimal", required=True, doc='price, e.g. "30.00"')},
-            frozenset({"store", "showcase", "search"}),
-        ),
-        RuleKind(
-            "discount_at_least",
-            "Discount crosses to >= percent.",
-            {"percent": Param("percent", required=True, doc="0..100")},
-            frozenset({"store", "showcase", "search"}),
-        ),
-        RuleKind("new_item", "A product appears that the watch never had.", {}),
-        RuleKind(
-            "rank_jump",
-            "Rank improved by min_positions, and/or the product entered the top N.",
-            {
-                "min_positions": Param("positive_int", doc="places gained since last poll"),
-                "top": Param("positive_int", doc="new rank must be <= top"),
-            },
-            one_of=("min_positions", "top"),
-        ),
-        RuleKind(
-            "out_of_stock",
-            "A store or showcase product was removed (after missing_after polls).",
-            {},
-            frozenset({"store", "showcase"}),
-        ),
-        RuleKind(
-            "back_in_stock",
-            "A removed store or showcase product returned.",
-            {},
-            frozenset({"store", "showcase"}),
-        ),
-        RuleKind(
-            "lowest_price",
-            "Price is strictly below every other price recorded in window.",
-            {"window": Param("duration", doc="look-back window (default 30d)")},
-            frozenset({"store", "showcase", "search"}),
-        ),
-    )
-}
 
 RULE_COMMON = {
     "id": Param("str", required=True),

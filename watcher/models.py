@@ -35,6 +35,16 @@ class Product:
 PRODUCT_FIELDS: tuple[str, ...] = tuple(Product.__dataclass_fields__)
 
 
+def product_dict(
+    p: Product | None, fields: tuple[str, ...] = PRODUCT_FIELDS
+) -> dict[str, Any] | None:
+    """``fields`` of ``p`` in that order, decimals as their exact text: the one JSON shape of
+    a product (stored snapshots and payloads use every field; the webhook body a subset)."""
+    if p is None:
+        return None
+    return {f: (str(v) if isinstance(v, Decimal) else v) for f in fields for v in (getattr(p, f),)}
+
+
 @dataclass(frozen=True, slots=True)
 class PollResult:
     """What one poll of one watch read from upstream.

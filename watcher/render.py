@@ -1,142 +1,51 @@
-"""Alerts → plain text, Telegram HTML, webhook JSON; and the deterministic ``alert_id``.
+"""Alerts → plain text, Telegram HTML, webhook JSON.
 
 Pure: no I/O. Money is formatted from ``Decimal`` without ever going through ``float``.
 Rendering never raises for any ``Product``: an amount or percentage that cannot be formatted
 (NaN, infinity, 1e30, a change too large to round) falls back to ``str`` or is left out.
+What a message says about each rule kind (headline, value lines, the values that identify
+the transition) comes from the kind's definition in ``watcher.rules``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
-import json
 import string
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from watcher.models import Alert, AlertDraft, Product
+from watcher.formatting import NUMBER_ERRORS, format_money, int_text, standard_lines
+from watcher.models import Alert, AlertDraft, Product, product_dict
+from watcher.rules import RULE_KINDS, Value, price_values
 from watcher.util import iso_utc
 
-Value = str | int | None
-
-_PRICE_KINDS = frozenset({"price_drop", "price_below", "lowest_price"})
-_HEADLINES = {
-    "price_drop": "Price drop",
-    "price_below": "Price below target",
-    "discount_at_least": "Discount",
-    "new_item": "New item",
-    "rank_jump": "Rank jump",
-    "out_of_stock": "Out of stock",
-    "back_in_stock": "Back in stock",
-    "lowest_price": "Lowest price",
-}
-_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 _TEMPLATE_FIELDS = (
     "title", "price", "old_price", "discount", "rank", "old_rank", "url", "rule", "watch", "shop",
 )  # fmt: skip
-_CENT = Decimal("0.01")
-_MAX_PLAIN_DIGITS = 24  # integer digits shown with thousands separators; more is ``str``
-_MAX_PLAIN_PLACES = 12  # decimal places shown in full; more is ``str``
-_NUMBER_ERRORS = (ArithmeticError, ValueError, TypeError)
-
-
-# --- identity ---------------------------------------------------------------------------------
-
-
-def alert_id(
-    rule_id: str | None,
-    watch_id: str | None,
-    product_id: str | None,
-    kind: str,
-    old: object,
-    new: object,
-    seq: int,
-) -> str:
-    """A stable id for one transition: the same poll re-processed gives the same id.
-
-    ``seq`` is the sequence number of the snapshot the poll replaced, so the same 20 → 15
-    drop weeks later is a different alert.
-    """
-    payload = {
-        "rule": rule_id,
-        "watch": watch_id,
-        "product": product_id,
-        "kind": kind,
-        "old": _canonical(old),
-        "new": _canonical(new),
-        "seq": seq,
-    }
-    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+# The product and previous objects of the webhook body (spec section 6), in this order.
+WEBHOOK_PRODUCT_FIELDS = (
+    "id", "title", "url", "image_url", "currency", "price", "original_price",
+    "discount_percent", "rank", "sold", "shop_id", "shop_name",
+)  # fmt: skip
+WEBHOOK_PREVIOUS_FIELDS = ("price", "discount_percent", "rank")
 
 
 def transition_values(draft: AlertDraft) -> tuple[Value, Value]:
     """The (old, new) values that identify the transition a draft alerts about."""
-    old, new = draft.previous, draft.product
-    if draft.kind in _PRICE_KINDS:
-        return _dec(old.price if old else None), _dec(new.price)
-    if draft.kind == "discount_at_least":
-        return (old.discount_percent if old else None), new.discount_percent
-    if draft.kind == "rank_jump":
-        return (old.rank if old else None), new.rank
-    if draft.kind == "out_of_stock":
-        return "present", "absent"
-    if draft.kind in ("back_in_stock", "new_item"):
-        return ("absent" if old else None), "present"
-    return _dec(old.price if old else None), _dec(new.price)
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, Decimal):
-        return _dec(value)
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    return str(value)
-
-
-def _dec(value: Decimal | None) -> str | None:
-    """Canonical decimal text: ``Decimal("20.00")`` and ``Decimal("20")`` both give "20"."""
-    if value is None:
-        return None
-    try:
-        text = f"{value.normalize():f}"
-    except _NUMBER_ERRORS:
-        return str(value)
-    return "0" if text in ("-0", "0") else text
+    kind = RULE_KINDS.get(draft.kind)
+    if kind is None:
+        return price_values(draft.previous, draft.product)
+    return kind.values(draft.previous, draft.product)
 
 
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def product_dict(p: Product | None) -> dict[str, Any] | None:
-    """The product object of the webhook body (spec section 6); decimals as strings."""
-    if p is None:
-        return None
-    return {
-        "id": p.id,
-        "title": p.title,
-        "url": p.url,
-        "image_url": p.image_url,
-        "currency": p.currency,
-        "price": _str(p.price),
-        "original_price": _str(p.original_price),
-        "discount_percent": p.discount_percent,
-        "rank": p.rank,
-        "sold": p.sold,
-        "shop_id": p.shop_id,
-        "shop_name": p.shop_name,
-    }
-
-
 def previous_dict(p: Product | None) -> dict[str, Any] | None:
     """The ``previous`` object of the webhook body: price, discount_percent, rank."""
-    if p is None:
-        return None
-    return {"price": _str(p.price), "discount_percent": p.discount_percent, "rank": p.rank}
+    return product_dict(p, WEBHOOK_PREVIOUS_FIELDS)
 
 
 def webhook_body(alert: Alert, template: str | None = None) -> dict[str, Any]:
@@ -153,7 +62,7 @@ def webhook_body(alert: Alert, template: str | None = None) -> dict[str, Any]:
         "kind": alert.kind,
         "watch": alert.watch_id,
         "detected_at": iso_utc(alert.detected_at),
-        "product": None if notice else product_dict(alert.product),
+        "product": None if notice else product_dict(alert.product, WEBHOOK_PRODUCT_FIELDS),
         "previous": None if notice else previous_dict(alert.previous),
         "message": message,
     }
@@ -164,43 +73,7 @@ def digest_body(alerts: Sequence[Alert]) -> dict[str, Any]:
     return {"alerts": [webhook_body(a) for a in alerts], "count": len(alerts), "kind": "digest"}
 
 
-def _str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
 # --- human text -------------------------------------------------------------------------------
-
-
-def format_money(amount: Decimal | None, currency: str | None) -> str:
-    """``$19.99``, ``€5.00``, ``1,250.00 MYR``; "?" for an unknown amount. No float.
-
-    Never raises: NaN, infinities and amounts too large or too fine to show in full (1e30)
-    are shown as ``str(amount)``, with the currency as usual.
-    """
-    if amount is None:
-        return "?"
-    try:
-        text = _plain_money(amount)
-    except _NUMBER_ERRORS:
-        text = str(amount)
-    code = (currency or "").upper()
-    if code in _SYMBOLS:
-        sign = "-" if text.startswith("-") else ""
-        return f"{sign}{_SYMBOLS[code]}{text.lstrip('-')}"
-    return f"{text} {code}" if code else text
-
-
-def _plain_money(amount: Decimal) -> str:
-    """``1,250.00``; raises ValueError or ArithmeticError for what cannot be shown so."""
-    if not amount.is_finite():
-        raise ValueError("not a finite amount")
-    exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if amount.adjusted() >= _MAX_PLAIN_DIGITS or exponent < -_MAX_PLAIN_PLACES:
-        raise ValueError("too long to show in full")
-    if exponent >= -2:
-        amount = amount.quantize(_CENT)
-    return f"{amount:,f}"
 
 
 def render_text(alert: Alert, template: str | None = None) -> str:
@@ -210,67 +83,69 @@ def render_text(alert: Alert, template: str | None = None) -> str:
     discount, rank, old_rank, url, rule, watch and shop; a template that cannot be rendered
     falls back to the default text.
     """
-    if alert.product is None:
-        return alert.message
-    if template:
-        text = _apply_template(template, _template_fields(alert))
-        if text is not None:
-            return text
-    p = alert.product
-    lines = [f"{_headline(alert)}: {_title(p)}", *_value_lines(alert)]
-    if p.url:
-        lines.append(p.url)
-    return "\n".join(lines)
+    return _message(alert, template, _PLAIN)
 
 
 def render_html(alert: Alert, template: str | None = None) -> str:
     """The same message for Telegram's HTML parse mode: every dynamic value escaped."""
-    if alert.product is None:
-        return html.escape(alert.message)
-    if template:
-        text = _apply_template(template, _template_fields(alert))
-        if text is not None:
-            return html.escape(text)
-    p = alert.product
-    lines = [f"{html.escape(_headline(alert))}: <b>{html.escape(_title(p))}</b>"]
-    lines += [html.escape(line) for line in _value_lines(alert)]
-    link = _link(p)
-    if link:
-        lines.append(link)
-    return "\n".join(lines)
+    return _message(alert, template, _HTML)
 
 
 def render_digest_text(alerts: Iterable[Alert]) -> str:
     """One plain-text message listing a burst of alerts, best deals first."""
-    ordered = sort_best_first(alerts)
-    blocks = [f"{len(ordered)} alerts"]
-    for n, a in enumerate(ordered, 1):
-        if a.product is None:
-            blocks.append(f"{n}. {a.message}")
-            continue
-        lines = [f"{n}. {_headline(a)}: {_title(a.product)}", *_value_lines(a)]
-        if a.product.url:
-            lines.append(a.product.url)
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    return _digest(alerts, _PLAIN)
 
 
 def render_digest_html(alerts: Iterable[Alert]) -> str:
     """The digest for Telegram's HTML parse mode: one block per alert, best deals first."""
+    return _digest(alerts, _HTML)
+
+
+@dataclass(frozen=True, slots=True)
+class _Markup:
+    """How one output format escapes text, makes it bold and links a product."""
+
+    escape: Callable[[str], str]
+    bold: str  # a format string around the text
+    link: Callable[[Product], str | None]
+
+
+_PLAIN = _Markup(lambda text: text, "{}", lambda p: p.url or None)
+_HTML = _Markup(html.escape, "<b>{}</b>", lambda p: _link(p))
+
+
+def _message(alert: Alert, template: str | None, m: _Markup) -> str:
+    if alert.product is None:
+        return m.escape(alert.message)
+    if template:
+        text = _apply_template(template, _template_fields(alert))
+        if text is not None:
+            return m.escape(text)
+    return "\n".join(_block(alert, "", m))
+
+
+def _digest(alerts: Iterable[Alert], m: _Markup) -> str:
     ordered = sort_best_first(alerts)
-    blocks = [f"<b>{len(ordered)} alerts</b>"]
+    blocks = [m.bold.format(f"{len(ordered)} alerts")]
     for n, a in enumerate(ordered, 1):
         if a.product is None:
-            blocks.append(f"{n}. {html.escape(a.message)}")
-            continue
-        title = f"<b>{html.escape(_title(a.product))}</b>"
-        lines = [f"{n}. {html.escape(_headline(a))}: {title}"]
-        lines += [html.escape(line) for line in _value_lines(a)]
-        link = _link(a.product)
-        if link:
-            lines.append(link)
-        blocks.append("\n".join(lines))
+            blocks.append(f"{n}. {m.escape(a.message)}")
+        else:
+            blocks.append("\n".join(_block(a, f"{n}. ", m)))
     return "\n\n".join(blocks)
+
+
+def _block(alert: Alert, prefix: str, m: _Markup) -> list[str]:
+    """Headline, value lines and link of one alert about a product."""
+    p = alert.product
+    assert p is not None
+    title = m.bold.format(m.escape(_title(p)))
+    lines = [f"{prefix}{m.escape(_headline(alert))}: {title}"]
+    lines += [m.escape(line) for line in _value_lines(alert)]
+    link = m.link(p)
+    if link:
+        lines.append(link)
+    return lines
 
 
 def sort_best_first(alerts: Iterable[Alert]) -> list[Alert]:
@@ -361,7 +236,8 @@ def _inside_tag(line: str, pos: int) -> bool:
 
 
 def _headline(alert: Alert) -> str:
-    return _HEADLINES.get(alert.kind) or alert.kind.replace("_", " ").capitalize()
+    kind = RULE_KINDS.get(alert.kind)
+    return kind.headline if kind else alert.kind.replace("_", " ").capitalize()
 
 
 def _title(p: Product) -> str:
@@ -378,86 +254,8 @@ def _value_lines(alert: Alert) -> list[str]:
     """The old → new lines for the alert's kind (plain text, not escaped)."""
     p, old = alert.product, alert.previous
     assert p is not None
-    lines: list[str] = []
-    if alert.kind == "out_of_stock":
-        lines.append(f"No longer listed (last price {format_money(p.price, p.currency)})")
-    elif alert.kind == "discount_at_least":
-        was = old.discount_percent if old else None
-        price = format_money(p.price, p.currency) if p.price is not None else "price unknown"
-        lines.append(f"{_pct(was)} → {_pct(p.discount_percent)} off · {price}")
-    elif (line := _price_line(p, old)) != "price unknown":
-        # KeyAPI ranking rows have no price at all: say nothing rather than "unknown".
-        lines.append(line)
-    old_rank = old.rank if old else None
-    if alert.kind == "rank_jump" or (old_rank and p.rank and old_rank != p.rank):
-        lines.append(f"{_rank(old_rank)} → {_rank(p.rank)}")
-    return lines
-
-
-def _price_line(p: Product, old: Product | None) -> str:
-    now = _price_now(p)
-    before = old.price if old else None
-    if before is None or p.price is None or _same(before, p.price):
-        return now
-    change = _change(before, p.price)
-    text = f"{format_money(before, p.currency)} → {format_money(p.price, p.currency)}"
-    text += f" ({change})" if change else ""
-    if p.discount_percent:
-        text += f" · {_int(p.discount_percent)}% off"
-    return text
-
-
-def _price_now(p: Product) -> str:
-    text = format_money(p.price, p.currency) if p.price is not None else "price unknown"
-    if p.discount_percent:
-        text += f" · {_int(p.discount_percent)}% off"
-    return text
-
-
-def _same(a: Decimal, b: Decimal) -> bool:
-    try:
-        return a == b
-    except _NUMBER_ERRORS:  # a signaling NaN refuses even ``==``
-        return False
-
-
-def _change(before: Decimal, now: Decimal) -> str:
-    """``-25%`` from ``before`` to ``now``; "" when there is no meaningful percentage."""
-    try:
-        if not (before.is_finite() and now.is_finite()) or before.is_zero():
-            return ""
-        return _signed_percent((now - before) * 100 / before)
-    except _NUMBER_ERRORS:  # overflow of a huge change
-        return ""
-
-
-def _signed_percent(value: Decimal) -> str:
-    """``+12%``, ``-0.3%``; a value too large to round is shown as ``str(value)%``."""
-    try:
-        if not value.is_finite():
-            return ""
-        places = Decimal("1") if abs(value) >= 1 else Decimal("0.1")
-        rounded = value.quantize(places, rounding=ROUND_HALF_UP)
-    except _NUMBER_ERRORS:
-        rounded = value
-    sign = "+" if rounded > 0 else ""
-    return f"{sign}{rounded}%"
-
-
-def _int(value: int) -> str:
-    """``str(value)``, or "?" for an int with more digits than Python will print."""
-    try:
-        return str(value)
-    except ValueError:
-        return "?"
-
-
-def _pct(value: int | None) -> str:
-    return "?" if value is None else f"{_int(value)}%"
-
-
-def _rank(value: int | None) -> str:
-    return "unranked" if value is None else f"#{_int(value)}"
+    kind = RULE_KINDS.get(alert.kind)
+    return kind.lines(p, old) if kind else standard_lines(p, old)
 
 
 def _drop_fraction(alert: Alert) -> Decimal:
@@ -471,7 +269,7 @@ def _drop_fraction(alert: Alert) -> Decimal:
         if p.price >= old.price:
             return Decimal(0)
         fraction = (old.price - p.price) / old.price
-    except _NUMBER_ERRORS:
+    except NUMBER_ERRORS:
         return Decimal(0)
     return fraction if fraction.is_finite() else Decimal(0)
 
@@ -505,7 +303,7 @@ def _template_fields(alert: Alert) -> dict[str, str]:
 def _field_text(value: object) -> str:
     if value is None:
         return ""
-    return _int(value) if isinstance(value, int) else str(value)
+    return int_text(value) if isinstance(value, int) else str(value)
 
 
 def _apply_template(template: str, fields: Mapping[str, str]) -> str | None:

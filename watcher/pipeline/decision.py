@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from .. import render
+from .. import identity, render
 from ..config import Config, WatchConfig
 from ..diff import diff
 from ..health import Health, Notice, Observation, Settings, step
@@ -108,7 +108,7 @@ def rule_alert(config: Config, draft: AlertDraft, seq: int, now: datetime) -> Al
     """A rule's draft as the alert the outbox stores: its id, batch, channels and text."""
     old, new = render.transition_values(draft)
     alert = Alert(
-        alert_id=render.alert_id(
+        alert_id=identity.alert_id(
             draft.rule_id, draft.watch_id, draft.product.id, draft.kind, old, new, seq
         ),
         kind=draft.kind,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .. import render
+from .. import identity
 from ..health import Notice
 from ..models import Alert
 
@@ -31,7 +31,7 @@ class PollOutcome:
 
 def notice(kind: str, watch_id: str | None, message: str, key: object, now: datetime) -> Alert:
     return Alert(
-        alert_id=render.alert_id(None, watch_id, None, kind, None, str(key), 0),
+        alert_id=identity.alert_id(None, watch_id, None, kind, None, str(key), 0),
         kind=kind,
         watch_id=watch_id,
         detected_at=now,

@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Index, UniqueConstraint, bindparam, update
 from sqlmodel import Field, SQLModel
 
 from ..models import Alert, Product, ProviderState, Tracked, WatchState
+from ..models import product_dict as product_to_json  # the one Product → JSON
 
 SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
 
@@ -203,15 +204,6 @@ def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
         "present": t.present,
         "missed": t.missed,
         "updated_at": now,
-    }
-
-
-def product_to_json(p: Product | None) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    return {
-        k: (str(v) if isinstance(v, Decimal) else v)
-        for k, v in ((f, getattr(p, f)) for f in Product.__dataclass_fields__)
     }
 
 

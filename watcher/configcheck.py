@@ -1,0 +1,150 @@
+"""Checks the config sections share: ids, kind names, references, URLs, ranges, headers.
+
+Each records issues on the ``Reader`` at the node concerned and returns what is usable;
+``watcher.config`` composes them into the sections of the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from watcher.configload import ID_ALLOWED, ID_RE, Reader, options
+from watcher.configtypes import Entries
+from watcher.kinds import Param
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+_HEADER_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab: no CR/LF injection
+_OUR_HEADERS = {"content-type", "x-watcher-signature", "x-watcher-timestamp"}
+
+
+def make(cls: type, values: Mapping[str, Any], **fixed: Any) -> Any:
+    """A config dataclass from the keys that are set; the rest keep their defaults.
+
+    Called only while no issue has been found, so every required key is present.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names}, **fixed)
+
+
+def check_id(r: Reader, node: Node, value: str, noun: str) -> None:
+    if not ID_RE.match(value):
+        r.issue(
+            node,
+            f"invalid {noun} '{value}': use only {ID_ALLOWED} (ids are typed in bot commands)",
+        )
+
+
+def read_id(r: Reader, entries: Entries, owner: Node, what: str, noun: str, param: Param) -> str:
+    """The item's ``id`` ('' if missing or invalid; the issue is recorded)."""
+    if "id" not in entries:
+        r.issue(owner, f"{what} is missing required key 'id' (a unique name: {ID_ALLOWED})")
+        return ""
+    node = entries["id"][1]
+    value = r.value(node, param, f"'id' in {what}")
+    if value is None:
+        return ""
+    check_id(r, node, value, f"{noun} id")
+    return value
+
+
+def kind_name(
+    r: Reader,
+    entries: Entries,
+    key: str,
+    table: Mapping[str, Any],
+    what: str,
+    owner: Node,
+    noun: str,
+) -> str | None:
+    """The type/kind name under ``key`` if it is one of ``table``; else None, reported."""
+    if key not in entries:
+        r.issue(owner, f"{what} is missing required key '{key}' (one of: {', '.join(table)})")
+        return None
+    node = entries[key][1]
+    name = r.value(node, Param("str", required=True), f"'{key}' in {what}")
+    if name is not None and name not in table:
+        r.issue(
+            node,
+            f"'{key}' in {what}: unknown {noun} '{name}'{options(name, table)}",
+        )
+        return None
+    return name
+
+
+def elsewhere(table: Mapping[str, Any], noun: str) -> Callable[[str], str]:
+    """A hint for a key that belongs to another type or kind, e.g. 'query' on a store."""
+
+    def hint(key: str) -> str:
+        owners = [name for name, kind in table.items() if key in kind.params]
+        return f"'{key}' belongs to {noun} {', '.join(owners)}." if owners else ""
+
+    return hint
+
+
+def check_url(r: Reader, entries: Entries, values: dict[str, Any], key: str, what: str) -> None:
+    url = values.get(key)
+    if url is not None and not url.startswith(("http://", "https://")):
+        r.issue(
+            entries[key][1], f"'{key}' in {what} must be an http:// or https:// URL, got '{url}'"
+        )
+
+
+def present(r: Reader, entries: Entries, key: str, what: str) -> bool:
+    """The key is there with a value (``every:`` alone is not a schedule)."""
+    return key in entries and not r.is_null(entries[key][1], f"'{key}' in {what}")
+
+
+def one_of(r: Reader, entries: Entries, keys: tuple[str, ...], what: str, owner: Node) -> None:
+    if keys and not any(present(r, entries, k, what) for k in keys):
+        r.issue(owner, f"{what} needs at least one of: {', '.join(keys)}")
+
+
+def check_range(
+    r: Reader, entries: Entries, values: Mapping[str, Any], key: str, what: str, lo, hi
+) -> None:
+    """Bounds a value must keep to be usable at run time (a rate of 1e-10 a second would
+    wait for ever; a billion connections would exhaust the machine)."""
+    value = values.get(key)
+    if value is not None and not lo <= value <= hi:
+        r.issue(entries[key][1], f"'{key}' in {what} must be between {lo:g} and {hi:g}")
+
+
+def check_headers(r: Reader, node: MappingNode, resolved: Mapping[str, str], what: str) -> None:
+    """Header names and values that an HTTP client would refuse at send time (or that would
+    split the request) are config errors now, not a failed delivery at 3 a.m."""
+    for key_node, value_node in node.value:
+        name = str(key_node.value)
+        if not _HEADER_NAME.match(name):
+            r.issue(key_node, f"header name {name!r} in {what} is not a valid HTTP header name")
+        elif name.lower() in _OUR_HEADERS:
+            r.issue(key_node, f"header '{name}' in {what} is set by watcher; remove it")
+        value = resolved.get(name, value_node.value if isinstance(value_node, ScalarNode) else "")
+        if _HEADER_BAD.search(str(value)):
+            r.issue(
+                value_node,
+                f"the value of header '{name}' in {what} contains a control character "
+                "(a line break or NUL cannot be sent in a header)",
+            )
+
+
+def refs(
+    r: Reader, node: Node, ids: tuple[str, ...], what: str, defined: Mapping[str, Any], noun: str
+) -> list[tuple[str, Node]]:
+    """The listed ids that exist, with their nodes; reports the others and an empty list."""
+    key = "notify" if noun == "channel" else "watches"
+    items = list(zip(ids, node.value, strict=True))
+    if not items:
+        r.issue(node, f"{what}: '{key}' is empty; list at least one {noun} id")
+    found = []
+    for text, item in items:
+        if text in defined:
+            found.append((text, item))
+            continue
+        label = f"defined {'channels' if noun == 'channel' else 'watches'}"
+        r.issue(item, f"{what} names unknown {noun} '{text}'{options(text, defined, label=label)}")
+    return found
