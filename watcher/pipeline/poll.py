@@ -18,6 +18,7 @@ from ..config import Config, WatchConfig
 from ..errors import PaymentRequired, ProviderUnavailable
 from ..health import Observation, Seen
 from ..models import PollResult, ProviderState, Tracked, WatchState
+from ..routing import Subscribers
 from ..store import Store
 from ..util import utcnow
 from .commit import Committer, Memory
@@ -25,7 +26,6 @@ from .credits import CreditMeter
 from .decision import assess, decide, definition_hash, needs_baseline
 from .outcome import PollOutcome, notice_alerts
 from .pauses import Pauses
-from .routing import Subscribers
 
 log = logging.getLogger("watcher.pipeline")
 
