@@ -375,6 +375,7 @@ def test_log_levels_step_from_each_commands_default():
     assert logs.level_for(0, 9) == logging.CRITICAL
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    libraries = {name: logging.getLogger(name).level for name in logs.LIBRARIES}
     try:
         logs.setup(logging.DEBUG)
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
@@ -385,8 +386,8 @@ def test_log_levels_step_from_each_commands_default():
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-        for name in logs.LIBRARIES:
-            logging.getLogger(name).setLevel(logging.NOTSET)
+        for name, was in libraries.items():  # e.g. httpx, quieted where it is imported
+            logging.getLogger(name).setLevel(was)
 
 
 def test_python_dash_m_watcher_help():
