@@ -375,12 +375,15 @@ def test_log_levels_step_from_each_commands_default():
     assert logs.level_for(0, 9) == logging.CRITICAL
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    libraries = {name: logging.getLogger(name).level for name in logs.LIBRARIES}
+    names = (*logs.LIBRARIES, *logs.URL_LOGGERS)
+    libraries = {name: logging.getLogger(name).level for name in names}
     try:
         logs.setup(logging.DEBUG)
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
         logs.setup(logging.DEBUG, libraries=True)  # -vv
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.DEBUG
+        # httpx logs each request's URL at INFO, and a Bot API URL holds the bot token
+        assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
         logs.setup(logging.ERROR)  # -q never makes a library louder than watcher itself
         assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.ERROR
     finally:

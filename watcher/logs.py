@@ -68,7 +68,9 @@ def level_for(verbose: int, quiet: int, default: int = logging.WARNING) -> int:
     return min(max(default - 10 * verbose + 10 * quiet, logging.DEBUG), logging.CRITICAL)
 
 
-LIBRARIES = ("apscheduler", "httpx", "httpcore", "telegram", "aiohttp.access", "alembic")
+LIBRARIES = ("apscheduler", "telegram", "aiohttp.access", "alembic")
+# their INFO and DEBUG lines carry request URLs, and a Bot API URL holds the bot token
+URL_LOGGERS = ("httpx", "httpcore")
 
 
 def setup(level: int, *, libraries: bool = False, stream: Any = None) -> None:
@@ -76,7 +78,7 @@ def setup(level: int, *, libraries: bool = False, stream: Any = None) -> None:
 
     Third-party loggers (APScheduler says "Running job ..." for every poll) stay at WARNING
     unless ``libraries`` (``-vv``: the operator asks for everything); never louder than
-    ``level``.
+    ``level``. The HTTP clients' loggers stay at WARNING even then: a secret is never logged.
     """
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -87,3 +89,5 @@ def setup(level: int, *, libraries: bool = False, stream: Any = None) -> None:
     root.setLevel(level)
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(level if libraries else max(level, logging.WARNING))
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
