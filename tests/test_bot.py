@@ -420,3 +420,26 @@ async def test_a_failing_command_answers_instead_of_crashing(env, monkeypatch, c
     assert "chart exploded" in caplog.text
     reply = await env.ask(USER, USER, "/mysubs")  # still answering
     assert "No subscriptions" in reply.text
+
+
+def test_replies_are_plain_text_functions_without_a_bot():
+    """The reply text is pure (``watcher.bot.format``): names escaped, the clock passed in."""
+    from watcher.bot import format as fmt
+
+    config = make_config("http://127.0.0.1:9")
+    settings = config.channels["deals"]
+    assert "/status" in fmt.help_text(settings, ADMIN, admin=True)
+    assert "/status" not in fmt.help_text(settings, USER, admin=False)
+    assert fmt.chat_state(settings, LISTED).startswith("This chat already receives")
+    assert "crocs &lt;clogs&gt;" in fmt.watches_text(config.watches.values())
+    text = fmt.status_text(
+        NOW,
+        [WatchStatus("a<b", NOW, None, "x" * 300, 3)],
+        {"socialfetch": 5},
+        {"pending": 2},
+        NOW.date(),
+    )
+    assert "<code>a&lt;b</code> last poll 2026-11-24 10:00 UTC, next —, 3 products" in text
+    assert "error: " + "x" * 200 + "\n" in text  # long errors are cut at 200 characters
+    assert "socialfetch 5" in text and "2 pending, 0 dead" in text
+    assert fmt.names(str(i) for i in range(14)).endswith(", 11, … (+2)")

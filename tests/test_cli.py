@@ -339,6 +339,60 @@ def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
     assert lines[0].startswith("watcher: error:") and "nonexistent-dir" in lines[0]
 
 
+@pytest.mark.parametrize("flags", [(), ("-q",), ("-v",)], ids=["default", "quiet", "verbose"])
+def test_a_failed_page_is_reported_once_at_any_log_level(tmp_path, flags):
+    """`once` prints a watch's errors itself unless the log has just shown them: one line
+    either way (the log's at the default level, the CLI's under -q)."""
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(GOOD_CONFIG)  # its provider is 127.0.0.1:9: nothing listens there
+    r = watcher("once", *flags, "-c", str(cfg), "--db", f"sqlite:///{tmp_path / 'w.db'}")
+    assert r.returncode == 0, r.stderr
+    assert_no_traceback(r)
+    assert "w1: failed" in r.stderr
+    assert sum("store w1 page 1:" in ln for ln in r.stderr.splitlines()) == 1, r.stderr
+    assert ("INFO" in r.stderr) == (flags == ("-v",)), r.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run", "once", "demo", "history", "alerts", "db"])
+def test_every_command_takes_q_and_v(command):
+    r = watcher(command, "--help")
+    assert r.returncode == 0, r.stderr
+    for flag in ("-q, --quiet", "-v, --verbose"):
+        assert flag in r.stdout, r.stdout
+
+
+def test_log_levels_step_from_each_commands_default():
+    import logging
+
+    from watcher import logs
+
+    assert logs.level_for(0, 0, logging.INFO) == logging.INFO  # run
+    assert logs.level_for(1, 0, logging.INFO) == logging.DEBUG
+    assert logs.level_for(0, 1, logging.INFO) == logging.WARNING
+    assert logs.level_for(0, 0) == logging.WARNING  # every other command
+    assert logs.level_for(2, 0) == logging.DEBUG
+    assert logs.level_for(5, 0) == logging.DEBUG
+    assert logs.level_for(0, 9) == logging.CRITICAL
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    names = (*logs.LIBRARIES, *logs.URL_LOGGERS)
+    libraries = {name: logging.getLogger(name).level for name in names}
+    try:
+        logs.setup(logging.DEBUG)
+        assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
+        logs.setup(logging.DEBUG, libraries=True)  # -vv
+        assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.DEBUG
+        # httpx logs each request's URL at INFO, and a Bot API URL holds the bot token
+        assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+        logs.setup(logging.ERROR)  # -q never makes a library louder than watcher itself
+        assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.ERROR
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in libraries.items():  # e.g. httpx, quieted where it is imported
+            logging.getLogger(name).setLevel(was)
+
+
 def test_python_dash_m_watcher_help():
     r = subprocess.run(
         [sys.executable, "-m", "watcher", "--help"], capture_output=True, text=True, timeout=60

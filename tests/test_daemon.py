@@ -567,3 +567,65 @@ def test_interval_watches_keep_a_stable_phase_and_never_drift():
     gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
     assert gaps == {every}
     assert (fires[-1].timestamp() - trigger.phase) % every == pytest.approx(0, abs=1e-3)
+
+
+class PlainDaemon(DaemonProcess):
+    """``watcher run`` with exactly the flags given (``DaemonProcess`` adds ``-v``): what
+    the shipped unit runs."""
+
+    async def start(self) -> PlainDaemon:
+        self.proc = await asyncio.create_subprocess_exec(
+            WATCHER, "run", *self.args,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+
+async def test_run_logs_each_poll_and_delivery_at_info_by_default_and_q_quiets_it(world):
+    """The journal under the shipped unit (no flags) shows every poll and every delivery as
+    one INFO event line, no debug and no library chatter, never a secret; ``-q`` leaves
+    warnings only."""
+    sim, hook, _bot, daemon = world
+    base = daemon()  # the fixture's config and database
+    d = await PlainDaemon(*base.args, env=base.env).start()
+    try:
+        await baseline(d)
+        sim.step()
+        await wait_until(lambda: pairs(hook.alerts()) == STEP1, what="step 1 alerts")
+        await d.wait_log("INFO watcher.dispatch")  # the delivery, as the journal shows it
+        assert (await d.stop())[0] == 0, d.log()
+    finally:
+        await d.kill()
+    polls = [ln for ln in d.lines if "event=poll " in ln]
+    assert len(polls) >= 3, d.log()
+    assert all(" INFO watcher.daemon event=poll watch=" in ln for ln in polls), d.log()
+    assert not [ln for ln in d.lines if " DEBUG " in ln or "apscheduler" in ln], d.log()
+    for secret in (TOKEN, "s3cret"):
+        assert all(secret not in ln for ln in d.lines), f"a log line leaked {secret!r}"
+
+    port = free_port()
+    q = await PlainDaemon(*base.args, "-q", "--http", f"127.0.0.1:{port}", env=base.env).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def polled() -> float:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                        text = await r.text()
+                except aiohttp.ClientError:
+                    return 0.0
+                return sum(
+                    float(ln.split()[-1])
+                    for ln in text.splitlines()
+                    if ln.startswith("watcher_polls_total{")
+                )
+
+            deadline = asyncio.get_running_loop().time() + 20
+            while await polled() < 2:
+                assert asyncio.get_running_loop().time() < deadline, q.log()
+                await asyncio.sleep(0.1)
+        assert (await q.stop())[0] == 0, q.log()
+    finally:
+        await q.kill()
+    assert not [ln for ln in q.lines if "event=poll" in ln or " INFO " in ln], q.log()

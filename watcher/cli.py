@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+from . import logs
 from .config import Config, load_config
 from .errors import ConfigError
 
@@ -38,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
             )
         if db:
             sp.add_argument("--db", help="database URL (default $WATCHER_DB or ./watcher.db)")
-        sp.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+        sp.add_argument(
+            "-v", "--verbose", action="count", default=0, help="more logging (-vv: libraries too)"
+        )
+        sp.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
     sp = sub.add_parser("check", help="validate the config and exit 0 or 2")
     common(sp, db=False)
@@ -80,16 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # APScheduler says "Running job ..." and "executed successfully" for every poll: only
-    # at -vv, where one asks for everything
-    logging.getLogger("apscheduler").setLevel(level if verbose >= 2 else logging.WARNING)
+def _setup_logging(command: str, verbose: int, quiet: int) -> None:
+    """INFO under ``run`` (the journal shows each poll and delivery), WARNING elsewhere (the
+    other commands print their own output); each -v one level more, each -q one less."""
+    default = logging.INFO if command == "run" else logging.WARNING
+    logs.setup(logs.level_for(verbose, quiet, default), libraries=verbose >= 2)
 
 
 def _load(path: str) -> Config:
@@ -105,7 +104,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.command, args.verbose, args.quiet)
     try:
         if args.command == "check":
             cfg = _load(args.config)
@@ -134,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:  # the last line of defence: one line, exit 1, no traceback
-        log.debug("failure", exc_info=True)
+        logs.event(log, "failure", logging.DEBUG, exc_info=True)  # the traceback, at -v
         print(f"watcher: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_FAILURE
@@ -153,11 +152,14 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
     from .runtime import Runtime
 
     rt = Runtime(cfg, db, dry_run=dry_run)
+    shown = _Shown()
     try:
-        outcomes = await rt.poll_all(progress=sys.stderr)
+        with shown:
+            outcomes = await rt.poll_all(progress=sys.stderr)
         for o in outcomes:
             for err in o.errors:
-                print(f"{o.watch_id}: {err}", file=sys.stderr)
+                if err not in shown:  # a page failure the log has just shown, for one
+                    print(f"{o.watch_id}: {err}", file=sys.stderr)
         if dry_run:
             fired = [a for o in outcomes for a in o.alerts]
             for a in fired:
@@ -176,10 +178,34 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
         try:
             await rt.prune(budget=5.0, pause=0.0)
         except Exception as exc:
-            log.warning("retention not applied this run: %s", exc)
+            logs.event(log, "retention_not_applied", logging.WARNING, error=str(exc))
         return EXIT_OK
     finally:
         await rt.close()
+
+
+class _Shown(logging.Filter):
+    """What the log printed meanwhile, so the CLI does not print an error a second time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return True
+
+    def __contains__(self, text: object) -> bool:
+        return any(str(text) in m for m in self.messages)
+
+    def __enter__(self) -> _Shown:
+        for h in logging.getLogger().handlers:
+            h.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in logging.getLogger().handlers:
+            h.removeFilter(self)
 
 
 # ---------------------------------------------------------------- demo

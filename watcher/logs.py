@@ -43,10 +43,11 @@ def event(
     name: str,
     level: int = logging.INFO,
     *,
-    exc_info: bool = False,
+    exc_info: bool | BaseException = False,
     **fields: Any,
 ) -> None:
-    """Log one event; the line is only built when the level is enabled."""
+    """Log one event; the line is only built when the level is enabled. ``exc_info``: True
+    for the exception being handled, or the exception itself (its traceback follows)."""
     if logger.isEnabledFor(level):
         logger.log(level, "%s", _Lazy(name, fields), exc_info=exc_info)
 
@@ -67,8 +68,18 @@ def level_for(verbose: int, quiet: int, default: int = logging.WARNING) -> int:
     return min(max(default - 10 * verbose + 10 * quiet, logging.DEBUG), logging.CRITICAL)
 
 
-def setup(level: int, *, stream: Any = None) -> None:
-    """Lines go to stderr as ``TIME LEVEL logger event=...``."""
+LIBRARIES = ("apscheduler", "telegram", "aiohttp.access", "alembic")
+# their INFO and DEBUG lines carry request URLs, and a Bot API URL holds the bot token
+URL_LOGGERS = ("httpx", "httpcore")
+
+
+def setup(level: int, *, libraries: bool = False, stream: Any = None) -> None:
+    """Lines go to stderr as ``TIME LEVEL logger event=...``; the one logging setup.
+
+    Third-party loggers (APScheduler says "Running job ..." for every poll) stay at WARNING
+    unless ``libraries`` (``-vv``: the operator asks for everything); never louder than
+    ``level``. The HTTP clients' loggers stay at WARNING even then: a secret is never logged.
+    """
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -76,6 +87,7 @@ def setup(level: int, *, stream: Any = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    # third-party chatter stays at WARNING unless the operator asks for debug
-    for noisy in ("apscheduler", "httpx", "httpcore", "telegram", "aiohttp.access", "alembic"):
-        logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.WARNING)
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(level if libraries else max(level, logging.WARNING))
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
+from . import logs
 from .channels import build_channels
 from .config import Config
 from .dispatch import Dispatcher
@@ -104,7 +105,7 @@ class Runtime:
                 break
             await asyncio.sleep(pause)
         if alerts or history:
-            log.info("event=pruned alerts=%d history=%d", alerts, history)
+            logs.event(log, "pruned", alerts=alerts, history=history)
         return alerts, history
 
     async def close(self) -> None:
@@ -112,12 +113,12 @@ class Runtime:
         try:  # credits of polls cut short (a stop mid-cycle) are still recorded
             await asyncio.to_thread(self.meter.flush)
         except Exception as exc:
-            log.warning("event=credits_not_recorded error=%r", exc)
+            logs.event(log, "credits_not_recorded", logging.WARNING, error=repr(exc))
         for client in self.clients.values():
             await client.close()
         if self._registered:
             try:
                 await asyncio.to_thread(self.store.end_instance)
             except Exception as exc:  # the heartbeat stops anyway: others take over in 30 s
-                log.warning("event=instance_not_ended error=%r", exc)
+                logs.event(log, "instance_not_ended", logging.WARNING, error=repr(exc))
         self.store.close()

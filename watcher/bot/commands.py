@@ -1,0 +1,274 @@
+"""The bot's commands (spec section 7): each reads or changes the Store and replies.
+
+``Commands`` holds one handler per command, ``async (update, args) -> None``; the service
+registers them with python-telegram-bot and turns a ``UsageError`` into the usage reply.
+The text of the replies comes from ``format``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ChatAction, ParseMode
+
+from .. import chart
+from ..channels.telegram import split_html
+from ..config import ChannelConfig, Config
+from ..status import WatchStatus
+from ..store import Store
+from .format import (
+    MAX_MUTE,
+    chat_state,
+    describe,
+    esc,
+    help_text,
+    names,
+    parse_duration,
+    rule_params,
+    status_text,
+    usage,
+    watches_text,
+    when,
+)
+
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+Handler = Callable[[Update, list[str]], Awaitable[None]]
+
+
+class UsageError(Exception):
+    """A command's arguments were wrong: reply with this one line."""
+
+
+async def reply(update: Update, text: str) -> None:
+    """Answer in the chat the update came from, split at Telegram's message size."""
+    message = update.effective_message
+    if message is None:
+        return
+    for part in split_html(text):
+        await message.reply_text(part, parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEW)
+
+
+def stored_status(store: Store, watch_ids: list[str]) -> list[WatchStatus]:
+    """Without the scheduler (no next poll known): what the Store knows."""
+    states = store.all_watch_states()
+    return [
+        WatchStatus(w, st.last_poll_at, None, st.last_error, st.products)
+        if (st := states.get(w))
+        else WatchStatus(w, None, None, None, 0)
+        for w in watch_ids
+    ]
+
+
+def _chat(update: Update) -> int:
+    assert update.effective_chat is not None
+    return update.effective_chat.id
+
+
+class Commands:
+    """The handlers of one telegram channel's commands."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        channel_id: str,
+        settings: ChannelConfig,
+        *,
+        status: Callable[[], list[WatchStatus]] | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.channel_id = channel_id
+        self.settings = settings
+        self.status_of = status
+        self.clock = clock
+
+    def handlers(self) -> dict[str, Handler]:
+        """Command name → handler, in the order of the command list."""
+        return {
+            "start": self.help,
+            "help": self.help,
+            "watches": self.watches,
+            "rules": self.rules,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "mysubs": self.mysubs,
+            "mute": self.mute,
+            "history": self.history,
+            "status": self.status,
+        }
+
+    def _stored(self) -> list[WatchStatus]:
+        return stored_status(self.store, list(self.config.watches))
+
+    def _is_admin(self, update: Update) -> bool:
+        user = update.effective_user
+        return user is not None and user.id in self.settings.admins
+
+    # ------------------------------------------------------------------ commands
+
+    async def help(self, update: Update, args: list[str]) -> None:
+        text = help_text(self.settings, _chat(update), admin=self._is_admin(update))
+        await reply(update, text)
+
+    async def watches(self, update: Update, args: list[str]) -> None:
+        await reply(update, watches_text(self.config.watches.values()))
+
+    async def rules(self, update: Update, args: list[str]) -> None:
+        rules = self.config.rules.values()
+        lines = [f"<b>Rules</b> ({len(rules)})"] if rules else ["No rules configured."]
+        for r in rules:
+            params = ", ".join(rule_params(r))
+            where = ", ".join(r.watches) if r.watches is not None else "every watch"
+            here = "" if self.channel_id in r.notify else " (not sent by this bot)"
+            lines.append(
+                f"• <code>{esc(r.id)}</code> when {esc(r.when)}"
+                f"{' (' + esc(params) + ')' if params else ''} — watches: "
+                f"{esc(where)}{here}"
+            )
+        await reply(update, "\n".join(lines))
+
+    async def subscribe(self, update: Update, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError(usage("subscribe"))
+        chat = _chat(update)
+        if chat in self.settings.chat_ids or not self.settings.allow_subscribe:
+            await reply(update, chat_state(self.settings, chat))
+            return
+        scope, name = self._resolve(args[0], "subscribe")
+        what = describe(scope, name)
+        added = await asyncio.to_thread(self.store.subscribe, self.channel_id, chat, scope, name)
+        text = (
+            f"Subscribed this chat to {what}." if added else f"This chat already follows {what}."
+        )
+        if not self._reaches_channel(scope, name):
+            text += (
+                f"\nNote: no rule for {what} sends alerts through this bot, so nothing will "
+                "arrive until the configuration changes."
+            )
+        await reply(update, text)
+
+    async def unsubscribe(self, update: Update, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError(usage("unsubscribe"))
+        chat = _chat(update)
+        if args[0].lower() == "all":
+            n = await asyncio.to_thread(self.store.unsubscribe, self.channel_id, chat)
+            text = f"Removed {n} subscription{'s' if n != 1 else ''}." if n else None
+            await reply(update, text or "This chat had no subscriptions.")
+            return
+        subs = await asyncio.to_thread(self.store.subscriptions, self.channel_id, chat)
+        held = [(s.scope, s.name) for s in subs if s.name == args[0]]  # even if unconfigured
+        scope, name = held[0] if held else self._resolve(args[0], "unsubscribe")
+        n = await asyncio.to_thread(self.store.unsubscribe, self.channel_id, chat, scope, name)
+        what = describe(scope, name)
+        await reply(
+            update,
+            f"Unsubscribed from {what}."
+            if n
+            else f"This chat was not subscribed to {what}. /mysubs lists its subscriptions.",
+        )
+
+    async def mysubs(self, update: Update, args: list[str]) -> None:
+        chat = _chat(update)
+        subs = await asyncio.to_thread(self.store.subscriptions, self.channel_id, chat)
+        mutes = await asyncio.to_thread(self.store.mutes, self.channel_id)
+        lines = []
+        if chat in self.settings.chat_ids:
+            lines.append(chat_state(self.settings, chat))
+        if subs:
+            lines.append("<b>Subscriptions</b>")
+            known = {*self.config.rules, *self.config.watches}
+            for s in subs:
+                note = "" if s.scope == "all" or s.name in known else " (no longer configured)"
+                lines.append(f"• {describe(s.scope, s.name)}{note}")
+        elif chat not in self.settings.chat_ids:
+            lines.append("No subscriptions. " + chat_state(self.settings, chat))
+        until = mutes.get((self.channel_id, chat))
+        if until is not None and until > self.clock():
+            lines.append(f"Muted until {when(until)} (/mute off ends it).")
+        await reply(update, "\n".join(lines))
+
+    async def mute(self, update: Update, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError(usage("mute"))
+        chat = _chat(update)
+        if args[0].lower() == "off":
+            await asyncio.to_thread(self.store.set_mute, self.channel_id, chat, None)
+            await reply(update, "Mute ended; alerts held meanwhile arrive as one digest.")
+            return
+        duration = parse_duration(args[0])
+        if duration is None or duration > MAX_MUTE:
+            raise UsageError(usage("mute") + " (a whole number with s, m, h or d, at most 365d)")
+        until = self.clock() + duration
+        await asyncio.to_thread(self.store.set_mute, self.channel_id, chat, until)
+        await reply(
+            update,
+            f"Muted until {when(until)}. Alerts are held and arrive as one digest when the "
+            "mute ends; /mute off ends it early.",
+        )
+
+    async def history(self, update: Update, args: list[str]) -> None:
+        if len(args) != 1 or len(args[0]) > 64:
+            raise UsageError(usage("history"))
+        product_id = args[0]
+        rows = await asyncio.to_thread(self.store.product_history, product_id)
+        if not rows:
+            await reply(update, f"No history for product {esc(product_id)}.")
+            return
+        message = update.effective_message
+        assert message is not None
+        await message.reply_chat_action(ChatAction.UPLOAD_PHOTO)
+        tracked = await asyncio.to_thread(self.store.load_tracked, rows[-1].watch_id)
+        product = tracked[product_id].product if product_id in tracked else None
+        title = (product.title if product else None) or f"Product {product_id}"
+        png = await chart.render_price_chart_async(rows, title)
+        await message.reply_photo(
+            photo=png,
+            caption=esc(chart.history_summary(rows, title, product.currency if product else None)),
+            parse_mode=ParseMode.HTML,
+            filename=f"history-{product_id}.png",
+        )
+
+    async def status(self, update: Update, args: list[str]) -> None:
+        if not self._is_admin(update):
+            await reply(update, "Sorry, /status is for this bot's admins.")
+            return
+        now = self.clock()
+        today = now.astimezone(UTC).date()
+        # both read the database: off the event loop
+        watches = list(await asyncio.to_thread(self.status_of or self._stored))
+        credits = {
+            name: await asyncio.to_thread(self.store.credits_on, name, today)
+            for name in self.config.providers
+        }
+        counts = await asyncio.to_thread(self.store.delivery_counts)
+        await reply(update, status_text(now, watches, credits, counts, today))
+
+    # ------------------------------------------------------------------ names
+
+    def _resolve(self, name: str, command: str) -> tuple[str, str]:
+        """Rules first, then watches (one namespace); ``all`` is every alert."""
+        if name.lower() == "all":
+            return "all", ""
+        if name in self.config.rules:
+            return "rule", name
+        if name in self.config.watches:
+            return "watch", name
+        raise UsageError(
+            f"Unknown name {name!r}. {usage(command)}. "
+            f"Rules: {names(self.config.rules)}. Watches: {names(self.config.watches)}."
+        )
+
+    def _reaches_channel(self, scope: str, name: str) -> bool:
+        rules = self.config.rules.values()
+        if scope == "rule":
+            return self.channel_id in self.config.rules[name].notify
+        if scope == "watch":
+            return any(self.channel_id in r.notify and r.applies_to(name) for r in rules)
+        return any(self.channel_id in r.notify for r in rules)

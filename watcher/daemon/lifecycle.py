@@ -1,0 +1,239 @@
+"""``watcher run``'s lifecycle: start, the long-running loops, signals, sd_notify, a clean stop.
+
+Start channels and bot → schedule every watch (first poll now) → deliver alerts as they are
+stored → on SIGTERM/SIGINT pause scheduling, let in-flight polls finish (cancel them after a
+grace period), flush what the outbox can deliver, close everything, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+from .. import logs
+from ..channels import channel_type
+from ..config import Config
+from ..metrics import Metrics
+from ..pipeline import PollOutcome
+from ..runtime import Runtime
+from ..status import WatchStatus
+from . import loops
+from .http import HealthServer
+from .schedule import PollJobs
+
+log = logging.getLogger("watcher.daemon")
+
+STOP_BUDGET = 8.0  # seconds from SIGTERM to exit, all steps together (the promise is 10)
+POLL_GRACE = 5.0  # seconds in-flight polls get to finish on stop
+FLUSH_BUDGET = 3.0  # seconds the outbox gets on stop
+CLOSE_RESERVE = 1.5  # seconds before the deadline when no new send may start
+
+
+class Notifier:
+    """sd_notify when run under systemd (NOTIFY_SOCKET set); a no-op otherwise."""
+
+    def __init__(self) -> None:
+        self._n = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def __call__(self, message: str) -> None:
+        if self._n is not None:
+            self._n.notify(message)
+
+    @staticmethod
+    def watchdog_interval() -> float | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        return int(usec) / 2e6 if usec and usec.isdigit() else None
+
+
+class Daemon:
+    """One ``watcher run`` (or ``watcher demo``): owns the runtime, the poll jobs, the bots,
+    the delivery loop and the HTTP server, and stops them in order within STOP_BUDGET."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: str | None,
+        *,
+        http: str | None = None,
+        on_cycle: Callable[[PollOutcome, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.http = http
+        self.metrics = Metrics()
+        self.on_cycle = on_cycle
+        self.notify = Notifier()
+        self.rt: Runtime | None = None
+        self.jobs: PollJobs | None = None
+        self.bots: list = []
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._server: HealthServer | None = None
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def http_port(self) -> int | None:
+        return self._server.port if self._server is not None else None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._start()
+            self.notify("READY=1")
+            self.notify(f"STATUS=watching {len(self.config.watches)} watches")
+            logs.event(log, "started", watches=len(self.config.watches))
+            assert self.rt is not None
+            tasks = [
+                asyncio.create_task(
+                    loops.deliver(self.rt, self._stop, self._wake), name="dispatch"
+                ),
+                asyncio.create_task(loops.prune(self.rt), name="prune"),
+            ]
+            if (interval := Notifier.watchdog_interval()) is not None:
+                watchdog = loops.watchdog(self.healthy, self.notify, interval, self._stop)
+                tasks.append(asyncio.create_task(watchdog, name="watchdog"))
+            await self._stop.wait()
+            self.notify("STOPPING=1")
+            logs.event(log, "stopping")
+            await self._shutdown(tasks)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        logs.event(log, "stopped")
+        return 0
+
+    def status(self) -> list[WatchStatus]:
+        """Per-watch state for the bot's /status: last poll, next poll, last error, products."""
+        assert self.rt is not None
+        states = self.rt.store.all_watch_states()
+        out = []
+        for wid in self.config.watches:
+            st = states.get(wid)
+            out.append(
+                WatchStatus(
+                    watch_id=wid,
+                    last_poll=st.last_poll_at if st else None,
+                    next_poll=self.jobs.next_poll(wid) if self.jobs else None,
+                    last_error=st.last_error if st else None,
+                    products=st.products if st else 0,
+                )
+            )
+        return out
+
+    def healthy(self) -> bool:
+        if self.jobs is None or not self.jobs.running or self.rt is None:
+            return False
+        try:
+            return self.rt.store.ping()
+        except Exception:  # the database not answering is exactly what health reports
+            logs.event(log, "health_check_failed", logging.WARNING, exc_info=True)
+            return False
+
+    # ------------------------------------------------------------ start
+
+    async def _start(self) -> None:
+        self.rt = Runtime(self.config, self.db, metrics=self.metrics)
+        self.rt.dispatcher.on_outcome = self.metrics.delivery
+        await self._start_bots()
+        if self.http:
+            self._server = HealthServer(self.healthy, self.metrics)
+            await self._server.start(self.http)
+        self.jobs = PollJobs(
+            self.config,
+            self.rt,
+            self.metrics,
+            stopping=self._stop,
+            on_alerts=self._wake.set,
+            on_cycle=self.on_cycle,
+        )
+        self.jobs.start()
+
+    async def _start_bots(self) -> None:
+        """One command service per channel whose type has a bot (Telegram), sharing its client."""
+        assert self.rt is not None
+        chats = [
+            c for c in self.rt.dispatcher.channels.values() if channel_type(c.config.type).has_bot
+        ]
+        if not chats:
+            return
+        from ..bot import BotService
+
+        for ch in chats:
+            svc = BotService(self.config, self.rt.store, ch, status=self.status)
+            try:
+                await svc.start()
+            except Exception as exc:  # a bot that cannot start must not stop the alerts
+                logs.event(log, "bot_start_failed", logging.ERROR, channel=ch.id, error=str(exc))
+                continue
+            self.bots.append(svc)
+
+    # ------------------------------------------------------------ stop
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        """Every step shares one deadline, so the whole stop fits systemd's patience."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET
+
+        def left(cap: float) -> float:
+            return max(0.05, min(cap, deadline - loop.time()))
+
+        if self.jobs is not None:
+            self.jobs.pause()
+        if self.rt is not None:
+            self.rt.pipeline.stop_starting()
+        if self.jobs is not None:
+            await self.jobs.finish(left(POLL_GRACE), lambda: left(1.0))
+            self.jobs.shutdown()
+        # Delivery is never cancelled mid-send (the receiver would see the alert again when
+        # the handed-back delivery is retried): new sends stop a little before the deadline,
+        # sends in flight finish, and only a send still hanging at the deadline is cut.
+        dispatcher = self.rt.dispatcher if self.rt is not None else None
+        stop_sends = (
+            loop.call_at(deadline - CLOSE_RESERVE, dispatcher.stop_accepting)
+            if dispatcher is not None
+            else None
+        )
+        self._wake.set()
+        loops = [t for t in tasks if t.get_name() == "dispatch"]
+        for t in tasks:
+            if t not in loops:
+                t.cancel()
+        if loops:
+            _done, hanging = await asyncio.wait(loops, timeout=left(STOP_BUDGET))
+            for t in hanging:
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.bots:
+            await asyncio.gather(
+                *(asyncio.wait_for(bot.stop(), left(3.0)) for bot in self.bots),
+                return_exceptions=True,
+            )
+        if dispatcher is not None and self.rt is not None:
+            if dispatcher.accepting:  # what the last polls stored, within the budget
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        dispatcher.drain(FLUSH_BUDGET), left(FLUSH_BUDGET + CLOSE_RESERVE)
+                    )
+            if stop_sends is not None:
+                stop_sends.cancel()
+            dispatcher.stop_accepting()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.rt.close(), left(2.0))
+        if self._server is not None:
+            await self._server.close()
