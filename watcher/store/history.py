@@ -1,0 +1,90 @@
+"""Reading the recorded history: prices, product changes, when a rule last alerted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..models import HistoryPoint, PricePoint
+from ..util import as_utc
+from .tables import AlertRow, HistoryRow
+
+
+class HistoryStore:
+    """History methods of ``Store`` (it provides ``session``)."""
+
+    session: Any
+
+    def price_history(
+        self, watch_id: str, product_ids: Iterable[str], *, since_seq: int = 0
+    ) -> dict[str, list[PricePoint]]:
+        """Recorded prices, oldest first, from polls after seq ``since_seq`` (the baseline)."""
+        ids = list(product_ids)
+        out: dict[str, list[PricePoint]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        with self.session() as s:
+            rows = s.exec(
+                select(HistoryRow.product_id, HistoryRow.at, HistoryRow.price)
+                .where(HistoryRow.watch_id == watch_id)
+                .where(HistoryRow.product_id.in_(ids))  # type: ignore[attr-defined]
+                .where(HistoryRow.price.is_not(None))  # type: ignore[union-attr]
+                .where(HistoryRow.seq > since_seq)
+                .order_by(HistoryRow.at, HistoryRow.id)
+            ).all()
+        for pid, at, price in rows:
+            out[pid].append(PricePoint(at=at, price=Decimal(price)))
+        return out
+
+    def product_history(self, product_id: str) -> list[HistoryPoint]:
+        """Every recorded change of a product, oldest first, across the watches that saw it."""
+        h = HistoryRow
+        with self.session() as s:
+            rows = s.exec(
+                select(
+                    h.watch_id,
+                    h.at,
+                    h.price,
+                    h.original_price,
+                    h.discount_percent,
+                    h.rank,
+                    h.sold,
+                    h.present,
+                )
+                .where(h.product_id == product_id)
+                .order_by(h.at, h.id)
+            ).all()
+        return [
+            HistoryPoint(
+                watch_id=watch_id,
+                product_id=product_id,
+                at=as_utc(at),
+                price=None if price is None else Decimal(price),
+                original_price=None if original is None else Decimal(original),
+                discount_percent=discount,
+                rank=rank,
+                sold=sold,
+                present=present,
+            )
+            for watch_id, at, price, original, discount, rank, sold, present in rows
+        ]
+
+    def last_alerted(
+        self, watch_id: str, product_ids: Iterable[str]
+    ) -> dict[tuple[str, str], datetime]:
+        ids = list(product_ids)
+        if not ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(
+                select(AlertRow.rule_id, AlertRow.product_id, func.max(AlertRow.detected_at))
+                .where(AlertRow.watch_id == watch_id)
+                .where(AlertRow.rule_id.is_not(None))  # type: ignore[union-attr]
+                .where(AlertRow.product_id.in_(ids))  # type: ignore[union-attr]
+                .group_by(AlertRow.rule_id, AlertRow.product_id)
+            ).all()
+        return {(r, p): at for r, p, at in rows}
