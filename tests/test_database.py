@@ -16,8 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, text
 from sqlmodel import SQLModel
 
-from watcher.models import Alert, Product
-from watcher.store import Store, schema
+from watcher.models import Alert, Product, Tracked
+from watcher.store import PollWrite, Store, schema
 from watcher.store.tables import SCHEMA_VERSION
 
 from .support import WATCHER, run_watcher, sql
@@ -348,3 +348,23 @@ async def test_watcher_once_applies_retention_too(db_url, tmp_path):
     r = await run_watcher("once", "-c", str(cfg), "--db", db_url)
     assert r.code == 0, r.stderr
     assert sql(db_url, "SELECT alert_id FROM alert") == [(recent.alert_id,)]
+
+
+def test_history_rows_keep_prices_exactly_and_nulls_as_null(db_url):
+    store = Store(db_url)
+    state = store.ensure_watch("w")
+    kept = Product(id="p", price=Decimal("19.90"), original_price=None, rank=3, sold=7)
+    write = PollWrite(
+        watch_id="w", expected_seq=state.seq, now=T0, state={}, history=[(Tracked(kept), True)]
+    )
+    assert store.commit_poll(write)
+    rows = sql(db_url, "SELECT price, original_price, discount_percent, rank, sold FROM history")
+    assert rows == [("19.90", None, None, 3, 7)]
+    (point,) = store.product_history("p")
+    assert (point.price, point.original_price, point.rank, point.sold) == (
+        Decimal("19.90"),
+        None,
+        3,
+        7,
+    )
+    store.close()
