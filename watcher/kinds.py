@@ -8,11 +8,14 @@ under ``watcher/rules/kinds/`` (``watcher.rules.RULE_KINDS``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from watcher import sources
+
+# (channel id, rule id, watch id) -> the chat ids subscribed to that rule or watch there
+Subscribers = Callable[[str, str | None, str | None], Iterable[int]]
 
 
 @dataclass(frozen=True, slots=True)

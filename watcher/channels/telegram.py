@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # python-telegram-bot is slow to import: only when a channel 
     from telegram.error import RetryAfter, TelegramError
     from telegram.ext import ExtBot
 
-    from ..config import ChannelConfig
-    from ..routing import Subscribers
+    from ..configschema import ChannelConfig
+    from ..kinds import Subscribers
 
 log = logging.getLogger("watcher.channels.telegram")
 

@@ -19,7 +19,7 @@ from ..util import USER_AGENT, retry_after_seconds
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..config import ChannelConfig
+    from ..configschema import ChannelConfig
 
 RETRYABLE_4XX = {408, 429}
 FOLLOWED = {301, 302, 307, 308}  # re-POSTed with the same body, when follow_redirects is set
