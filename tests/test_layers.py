@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "watcher"
 # lowest first; "x" is module watcher.x (and its submodules when it is a package); the
 # longest listed prefix decides, so a package's modules may sit in different layers
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("util", "logs", "errors", "models", "status", "formatting", "identity")),
+    ("base", ("util", "logs", "errors", "models", "status", "formatting", "identity", "param")),
     # what each upstream is: paths, auth, paging, payloads, prices, credits (pure)
     (
         "providers",
