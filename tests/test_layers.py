@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "watcher"
 # lowest first; "x" is module watcher.x (and its submodules when it is a package); the
 # longest listed prefix decides, so a package's modules may sit in different layers
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("util", "logs", "errors", "models", "status", "formatting", "identity")),
+    ("base", ("util", "logs", "errors", "models", "status", "formatting", "identity", "param")),
     # what each upstream is: paths, auth, paging, payloads, prices, credits (pure)
     (
         "providers",
@@ -144,3 +144,19 @@ def test_the_checker_sees_an_upward_or_private_import(text, found):
 def test_the_checker_allows_looking_down():
     text = "from . import models\nfrom .util import utcnow\nfrom watcher.diff import diff"
     assert violations({"watcher.render": text}) == []
+
+
+def test_architecture_md_shows_the_same_layers():
+    doc = (ROOT.parent / "docs" / "ARCHITECTURE.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2]
+        for line in doc.splitlines()
+        if line.startswith("| ") and line.count("|") >= 4
+    }
+    for layer, names in LAYERS:
+        assert layer in rows, f"docs/ARCHITECTURE.md has no row for layer {layer}"
+        for name in names:
+            spelled = name.replace(".", "/")
+            assert f"`{spelled}`" in rows[layer] or f"`{spelled}/" in rows[layer], (
+                f"docs/ARCHITECTURE.md's {layer} row does not list {spelled}"
+            )

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 from .. import logs, render
 from ..errors import ChatGone, ChatMoved, DeliveryError
-from ..kinds import DELIVERY_PARAMS, ChannelType, Param
+from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
+from ..param import Param
 from ..util import redact
 
 if TYPE_CHECKING:  # python-telegram-bot is slow to import: only when a channel is built

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from .. import render
 from ..errors import DeliveryError
-from ..kinds import DELIVERY_PARAMS, ChannelType, Param
+from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
+from ..param import Param
 from ..util import USER_AGENT, retry_after_seconds
 
 if TYPE_CHECKING:
