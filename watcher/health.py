@@ -27,7 +27,7 @@ from .models import PollResult, ProviderState, WatchState
 from .util import as_utc
 
 if TYPE_CHECKING:
-    from .config import WatchConfig
+    from .configschema import WatchConfig
 
 PAUSE_ON_402 = timedelta(hours=1)
 

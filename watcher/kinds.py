@@ -1,34 +1,22 @@
-"""Declared capabilities of every watch type and channel type, and the ``Param`` of a key.
+"""The registries the config loader validates against: watch types, channel types, providers.
 
-The config loader validates against these tables; the modules that implement each kind
-(``sources``, ``channels``) register their code under the same names, and a meta-test
-checks the two agree. Rule kinds are declared next to their behaviour, one module each
-under ``watcher/rules/kinds/`` (``watcher.rules.RULE_KINDS``).
+Each kind is declared once, beside its behaviour: a watch type in its provider's module
+(``watcher.sources``), a channel type in its channel's module (``watcher.channels``
+registers them here), a provider in its own module, a rule kind in its module under
+``watcher/rules/kinds/`` (``watcher.rules.RULE_KINDS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from watcher import sources
+from watcher.param import Param
 
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One config key: its value type and whether it must be present.
-
-    ``type`` is one of: str, handle (text; a leading @ is dropped), int, positive_int,
-    positive_number, percent (int 0..100), decimal (non-negative Decimal from a string or
-    number), duration (``15m``), bool, str_list, int_list, str_map, map, regex, region, cron,
-    hhmm_range (``"23:00-07:00"``), timezone.
-    """
-
-    type: str
-    required: bool = False
-    doc: str = ""
-    default: Any = None  # the value when the key is absent (rule kinds' parameters)
+# (channel id, rule id, watch id) -> the chat ids subscribed to that rule or watch there
+Subscribers = Callable[[str, str | None, str | None], Iterable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,57 +46,18 @@ _SCHEDULE = {
     ),
 }
 
+# Every watch type is declared by its provider's module, beside how it is fetched
+# (``watcher.sources``: keys, doc, paging, parser); here it gains the schedule keys.
 WATCH_TYPES: dict[str, WatchType] = {
-    t.name: t
-    for t in (
-        WatchType(
-            "store",
-            "socialfetch",
-            "Every product of a TikTok Shop store (Social Fetch).",
-            {
-                "url": Param("str", required=True, doc="public store URL"),
-                "region": Param("region", doc="Social Fetch region code (default US)"),
-                **_SCHEDULE,
-            },
-            tracks_stock=True,
-        ),
-        WatchType(
-            "showcase",
-            "socialfetch",
-            "Products in a creator's profile showcase (Social Fetch).",
-            {
-                "handle": Param("handle", required=True, doc="TikTok handle, without @"),
-                "region": Param("str", doc="free-text region code"),
-                **_SCHEDULE,
-            },
-            tracks_stock=True,
-        ),
-        WatchType(
-            "search",
-            "socialfetch",
-            "Results of a TikTok Shop product search (Social Fetch).",
-            {
-                "query": Param("str", required=True, doc="search text"),
-                "region": Param("region", doc="Social Fetch region code"),
-                **_SCHEDULE,
-            },
-            tracks_stock=False,
-        ),
-        WatchType(
-            "top_products",
-            "keyapi",
-            "A KeyAPI top-products category ranking (category aggregates, no prices).",
-            {
-                "category_id": Param("str", doc="ecom_category_id (third-level category)"),
-                "keyword": Param("str", doc="search_keyword"),
-                "time_scope": Param("str", doc="KeyAPI time_scope"),
-                "region": Param("str", doc="free text; KeyAPI default is all_regions"),
-                **_SCHEDULE,
-            },
-            tracks_stock=False,
-            one_of=("category_id", "keyword"),
-        ),
+    name: WatchType(
+        name,
+        source.provider,
+        source.doc,
+        {**source.keys, **_SCHEDULE},
+        tracks_stock=source.tracks_stock,
+        one_of=source.one_of,
     )
+    for name, source in sources.SOURCES.items()
 }
 
 # Every key that defines some watch type, in declaration order (``WatchConfig.definition``).

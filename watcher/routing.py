@@ -8,14 +8,11 @@ a webhook or the console is its own single target).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 from .config import Config  # loading it registered the channel types
-from .kinds import CHANNEL_TYPES
+from .kinds import CHANNEL_TYPES, Subscribers
 from .models import Alert
 
-Subscribers = Callable[[str, str | None, str | None], Iterable[int]]
-"""(channel id, rule id, watch id) → the chats subscribed to that rule, watch, or all."""
+__all__ = ["Subscribers", "route"]
 
 
 def route(

@@ -17,7 +17,7 @@ from ..kinds import CHANNEL_TYPES, ChannelType, register_channel_type
 from . import console, telegram, webhook
 
 if TYPE_CHECKING:
-    from ..config import ChannelConfig, Config
+    from ..configschema import ChannelConfig, Config
     from ..models import Alert
 
 # The registration, explicit and in the order the config's hints list them.

@@ -11,7 +11,7 @@ from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
 
 if TYPE_CHECKING:
-    from ..config import ChannelConfig
+    from ..configschema import ChannelConfig
 
 
 class ConsoleChannel:

@@ -24,16 +24,17 @@ from typing import TYPE_CHECKING
 
 from .. import logs, render
 from ..errors import ChatGone, ChatMoved, DeliveryError
-from ..kinds import DELIVERY_PARAMS, ChannelType, Param
+from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
+from ..param import Param
 from ..util import redact
 
 if TYPE_CHECKING:  # python-telegram-bot is slow to import: only when a channel is built
     from telegram.error import RetryAfter, TelegramError
     from telegram.ext import ExtBot
 
-    from ..config import ChannelConfig
-    from ..routing import Subscribers
+    from ..configschema import ChannelConfig
+    from ..kinds import Subscribers
 
 log = logging.getLogger("watcher.channels.telegram")
 

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 
 from .. import render
 from ..errors import DeliveryError
-from ..kinds import DELIVERY_PARAMS, ChannelType, Param
+from ..kinds import DELIVERY_PARAMS, ChannelType
 from ..models import Alert
+from ..param import Param
 from ..util import USER_AGENT, retry_after_seconds
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..config import ChannelConfig
+    from ..configschema import ChannelConfig
 
 RETRYABLE_4XX = {408, 429}
 FOLLOWED = {301, 302, 307, 308}  # re-POSTed with the same body, when follow_redirects is set

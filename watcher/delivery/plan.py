@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from ..models import Alert, Delivery
 
 if TYPE_CHECKING:
-    from ..config import ChannelConfig
+    from ..configschema import ChannelConfig
 
 Item = tuple[Delivery, Alert]
 Mutes = Mapping[tuple[str, int], datetime]

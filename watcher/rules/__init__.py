@@ -27,7 +27,7 @@ from watcher.rules.base import (
 )
 
 if TYPE_CHECKING:
-    from watcher.config import MatchConfig, RuleConfig, WatchConfig
+    from watcher.configschema import MatchConfig, RuleConfig, WatchConfig
 
 
 def evaluate(

@@ -23,7 +23,7 @@ from watcher.kinds import WATCH_TYPES, Param
 from watcher.models import Change, EventKind, PricePoint, Product
 
 if TYPE_CHECKING:
-    from watcher.config import WatchConfig
+    from watcher.configschema import WatchConfig
 
 Detail = dict[str, Any]
 Value = str | int | None

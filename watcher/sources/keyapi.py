@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from watcher.param import Param
 from watcher.sources.specs import ProviderSpec, SourceSpec, charged_credits, present, text_at
 
 if TYPE_CHECKING:
@@ -108,6 +109,14 @@ PROVIDER = ProviderSpec(
                 region=watch.region,
             ),
             parse=parse_keyapi_page,
+            doc="A KeyAPI top-products category ranking (category aggregates, no prices).",
+            keys={
+                "category_id": Param("str", doc="ecom_category_id (third-level category)"),
+                "keyword": Param("str", doc="search_keyword"),
+                "time_scope": Param("str", doc="KeyAPI time_scope"),
+                "region": Param("str", doc="free text; KeyAPI default is all_regions"),
+            },
+            one_of=("category_id", "keyword"),
         ),
     ),
 )

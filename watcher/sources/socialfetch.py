@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from watcher.param import Param
 from watcher.sources.specs import (
     ProviderSpec,
     SourceSpec,
@@ -220,6 +221,12 @@ PROVIDER = ProviderSpec(
             path=lambda watch: "/v1/tiktok/shop/products",
             params=lambda watch: present(url=required(watch, "url"), region=watch.region),
             parse=parse_store_page,
+            doc="Every product of a TikTok Shop store (Social Fetch).",
+            keys={
+                "url": Param("str", required=True, doc="public store URL"),
+                "region": Param("region", doc="Social Fetch region code (default US)"),
+            },
+            tracks_stock=True,
         ),
         SourceSpec(
             watch_type="showcase",
@@ -228,6 +235,12 @@ PROVIDER = ProviderSpec(
             path=_showcase_path,
             params=lambda watch: present(region=watch.region),
             parse=parse_showcase_page,
+            doc="Products in a creator's profile showcase (Social Fetch).",
+            keys={
+                "handle": Param("handle", required=True, doc="TikTok handle, without @"),
+                "region": Param("str", doc="free-text region code"),
+            },
+            tracks_stock=True,
         ),
         SourceSpec(
             watch_type="search",
@@ -236,6 +249,11 @@ PROVIDER = ProviderSpec(
             path=lambda watch: "/v1/tiktok/shop/products/search",
             params=lambda watch: present(query=required(watch, "query"), region=watch.region),
             parse=parse_search_page,
+            doc="Results of a TikTok Shop product search (Social Fetch).",
+            keys={
+                "query": Param("str", required=True, doc="search text"),
+                "region": Param("region", doc="Social Fetch region code"),
+            },
         ),
     ),
 )

@@ -12,8 +12,10 @@ so this module imports neither aiohttp nor ``watcher.config`` (a watch is read t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from watcher.param import Param
 
 if TYPE_CHECKING:
     from watcher.sources.normalise import ParsedPage
@@ -54,7 +56,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """How one watch type is fetched and parsed.
+    """One watch type: what the config says of it, and how it is fetched and parsed.
 
     ``params`` returns the watch's own query parameters (omitting unset ones); every page
     request repeats them beside ``cursor`` or ``page`` (spec section 1).
@@ -66,6 +68,12 @@ class SourceSpec:
     path: Callable[[WatchParams], str]
     params: Callable[[WatchParams], Params]
     parse: Callable[[Any], ParsedPage]
+    # what the config says of the type: its one-line doc and its own keys (the schedule
+    # keys every watch has are added by ``kinds.WATCH_TYPES``)
+    doc: str = ""
+    keys: Mapping[str, Param] = field(default_factory=dict)
+    tracks_stock: bool = False  # a product absent long enough is out of stock, not just gone
+    one_of: tuple[str, ...] = ()  # at least one of these optional keys must be set
 
     def first_request(self, watch: WatchParams) -> Request:
         """Cursor sources omit the cursor on the first page; numbered ones ask for page 1."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from watcher.formatting import pct, price_or_unknown, standard_lines
-from watcher.kinds import Param
 from watcher.models import Change, EventKind, Product
+from watcher.param import Param
 from watcher.rules.base import (
     APPEARED,
     PRICED,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar
 
-from watcher.kinds import Param
 from watcher.models import Change, EventKind
+from watcher.param import Param
 from watcher.rules.base import PRICED, Detail, Params, RuleContext, RuleKind, register
 
 

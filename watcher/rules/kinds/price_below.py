@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from watcher.kinds import Param
 from watcher.models import Change, EventKind
+from watcher.param import Param
 from watcher.rules.base import APPEARED, PRICED, Detail, Params, RuleContext, RuleKind, register
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from watcher.formatting import price_lines, rank_line
-from watcher.kinds import Param
 from watcher.models import Change, EventKind, Product
+from watcher.param import Param
 from watcher.rules.base import APPEARED, Detail, Params, RuleContext, RuleKind, Value, register
 
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import ClassVar
 
 from watcher.formatting import count_text, price_lines, standard_lines
-from watcher.kinds import Param
 from watcher.models import Change, EventKind, Product
+from watcher.param import Param
 from watcher.rules.base import HUNDRED, Detail, Params, RuleContext, RuleKind, Value, register
 
 
