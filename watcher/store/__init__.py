@@ -31,7 +31,8 @@ from .chats import ChatStore
 from .credits import Credits, ProviderStore
 from .engine import default_db_url, make_engine, require_existing
 from .history import HistoryStore
-from .outbox import CLAIM_LEASE, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, OutboxStore
+from .instances import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, InstanceStore
+from .outbox import CLAIM_LEASE, OutboxStore
 from .polls import UNCHECKED, PollStore, PollWrite
 from .retention import RetentionStore
 from .tables import (
@@ -52,7 +53,14 @@ from .tables import (
 
 
 class Store(
-    PollStore, HistoryStore, AlertStore, ProviderStore, RetentionStore, OutboxStore, ChatStore
+    PollStore,
+    HistoryStore,
+    AlertStore,
+    ProviderStore,
+    RetentionStore,
+    InstanceStore,
+    OutboxStore,
+    ChatStore,
 ):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 
