@@ -20,6 +20,7 @@ from .tables import (
     AlertRow,
     DeliveryRow,
     alert_from_row,
+    delivery_from_row,
 )
 
 CLAIM_LEASE = timedelta(minutes=15)  # longer than one pass may take (Telegram: 20/min a group)
@@ -199,22 +200,3 @@ class OutboxStore:
                 select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
             ).all()
         return dict(rows)
-
-
-def delivery_from_row(row: DeliveryRow) -> Delivery:
-    """The frozen value of an outbox row: rows stay inside the store."""
-    assert row.id is not None  # read back from the database
-    return Delivery(
-        id=row.id,
-        alert_id=row.alert_id,
-        channel=row.channel,
-        target=row.target,
-        status=row.status,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        held=row.held,
-        claim=row.claim,
-        last_error=row.last_error,
-        created_at=row.created_at,
-        sent_at=row.sent_at,
-    )

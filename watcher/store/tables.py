@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, UniqueConstraint, bindparam, update
 from sqlmodel import Field, SQLModel
 
-from ..models import Alert, Product, ProviderState, Tracked, WatchState
+from ..models import Alert, Delivery, Product, ProviderState, Tracked, WatchState
 from ..models import product_dict as product_to_json  # the one Product → JSON
 
 SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
@@ -191,6 +191,11 @@ def watch_state_from_row(row: WatchStateRow) -> WatchState:
 
 def provider_state_from_row(row: ProviderStateRow) -> ProviderState:
     return ProviderState(**row.model_dump())
+
+
+def delivery_from_row(row: DeliveryRow) -> Delivery:
+    assert row.id is not None  # read back from the database
+    return Delivery(**row.model_dump())
 
 
 def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
