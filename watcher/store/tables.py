@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel
 from ..models import Alert, Delivery, Product, ProviderState, Tracked, WatchState
 from ..models import product_dict as product_to_json  # the one Product → JSON
 
-SCHEMA_VERSION = 3  # meta.schema_version; the Alembic revisions are in migrations/versions
+SCHEMA_VERSION = 4  # meta.schema_version; the Alembic revisions are in migrations/versions
 
 
 # ---------------------------------------------------------------- tables
@@ -163,6 +163,17 @@ class InstanceRow(SQLModel, table=True):
     pid: int
     started_at: datetime
     heartbeat_at: datetime
+    command: str | None = None  # run, once, demo
+    serves_bot: bool = False  # the one instance answering the Telegram bot
+
+
+class BotUpdateRow(SQLModel, table=True):
+    """A bot update a leader took: after a failover, the next leader skips it."""
+
+    __tablename__ = "bot_update"
+    channel: str = Field(primary_key=True)
+    update_id: int = Field(primary_key=True, sa_type=BigInteger)
+    handled_at: datetime = Field(index=True)
 
 
 class ProviderStateRow(SQLModel, table=True):
