@@ -34,6 +34,7 @@ class Runtime:
         *,
         dry_run: bool = False,
         metrics: Metrics | None = None,
+        shared: bool = False,
     ) -> None:
         self.config = config
         self.store = Store(db)
@@ -61,6 +62,7 @@ class Runtime:
             self.meter,
             dry_run=dry_run,
             subscribers=self.store.subscribers,  # chats that /subscribe'd get alerts too
+            shared=shared,  # a cluster: other instances poll the same watches
         )
         self.dispatcher = Dispatcher(self.store, build_channels(config))
         self._registered = False

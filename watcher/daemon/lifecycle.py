@@ -21,9 +21,11 @@ from ..metrics import Metrics
 from ..pipeline import PollOutcome
 from ..runtime import Runtime
 from ..status import WatchStatus
+from ..store.engine import is_postgresql, resolve_url
 from . import loops
 from .http import HealthServer
-from .schedule import PollJobs
+from .runlock import RunLock
+from .schedule import PollJobs, PollRunner, Scheduling
 
 log = logging.getLogger("watcher.daemon")
 
@@ -66,13 +68,17 @@ class Daemon:
         on_cycle: Callable[[PollOutcome, float], None] | None = None,
     ) -> None:
         self.config = config
-        self.db = db
+        self.db = resolve_url(db)
+        # PostgreSQL: a cluster of as many `watcher run` as share the database (procrastinate
+        # schedules the polls); SQLite: this one daemon (APScheduler), alone on its file
+        self.cluster = is_postgresql(self.db)
+        self._run_lock = None if self.cluster else RunLock(self.db)
         self.http = http
         self.metrics = Metrics()
         self.on_cycle = on_cycle
         self.notify = Notifier()
         self.rt: Runtime | None = None
-        self.jobs: PollJobs | None = None
+        self.jobs: Scheduling | None = None
         self.bots: list = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -148,13 +154,14 @@ class Daemon:
     # ------------------------------------------------------------ start
 
     async def _start(self) -> None:
-        self.rt = Runtime(self.config, self.db, metrics=self.metrics)
+        if self._run_lock is not None:  # before anything is opened: a refusal changes nothing
+            self._run_lock.acquire()
+        self.rt = Runtime(self.config, self.db, metrics=self.metrics, shared=self.cluster)
+        if self._run_lock is not None:
+            self._run_lock.name(self.rt.store.instance_id)
         self.rt.dispatcher.on_outcome = self.metrics.delivery
         await self._start_bots()
-        if self.http:
-            self._server = HealthServer(self.healthy, self.metrics)
-            await self._server.start(self.http)
-        self.jobs = PollJobs(
+        runner = PollRunner(
             self.config,
             self.rt,
             self.metrics,
@@ -162,7 +169,16 @@ class Daemon:
             on_alerts=self._wake.set,
             on_cycle=self.on_cycle,
         )
-        self.jobs.start()
+        if self.cluster:
+            from .cluster import ClusterJobs
+
+            self.jobs = ClusterJobs(self.config, runner, self.rt.store)
+        else:
+            self.jobs = PollJobs(self.config, runner)
+        await self.jobs.start()
+        if self.http:  # once polls are scheduled: /healthz answers 200 from its first request
+            self._server = HealthServer(self.healthy, self.metrics)
+            await self._server.start(self.http)
 
     async def _start_bots(self) -> None:
         """One command service per channel whose type has a bot (Telegram), sharing its client."""
@@ -199,7 +215,7 @@ class Daemon:
             self.rt.pipeline.stop_starting()
         if self.jobs is not None:
             await self.jobs.finish(left(POLL_GRACE), lambda: left(1.0))
-            self.jobs.shutdown()
+            await self.jobs.shutdown()
         # Delivery is never cancelled mid-send (the receiver would see the alert again when
         # the handed-back delivery is retried): new sends stop a little before the deadline,
         # sends in flight finish, and only a send still hanging at the deadline is cut.
@@ -237,3 +253,5 @@ class Daemon:
                 await asyncio.wait_for(self.rt.close(), left(2.0))
         if self._server is not None:
             await self._server.close()
+        if self._run_lock is not None:
+            self._run_lock.release()

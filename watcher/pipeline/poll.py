@@ -56,8 +56,12 @@ class Pipeline:
         clock: Callable[[], datetime] = utcnow,
         dry_run: bool = False,
         subscribers: Subscribers | None = None,
+        shared: bool = False,
     ) -> None:
         self.config = config
+        # other instances poll these watches too (a cluster): what this one remembers is
+        # checked against the stored state (one primary-key read) before it is trusted
+        self.shared = shared
         self.store = store
         self.sources = sources
         self.meter = meter
@@ -141,8 +145,14 @@ class Pipeline:
         if self.meter.refresh_due(watch.provider):
             self.meter.refresh(watch.provider)
         known = self._memory.get(watch.id)
-        if known is not None:
+        if known is not None and not self.shared:
             return known
+        if known is not None:
+            fresh = self.store.watch_state(watch.id)
+            last = known[0]
+            if fresh and (fresh.seq, fresh.last_poll_at) == (last.seq, last.last_poll_at):
+                return fresh, known[1]  # nobody polled it since this instance did
+            self._memory.forget(watch.id)
         if self.dry_run:  # a dry run writes nothing but credits
             state = self.store.watch_state(watch.id) or WatchState(watch_id=watch.id)
         else:
@@ -159,7 +169,7 @@ class Pipeline:
         if def_hash is None:
             def_hash = self._hashes[watch.id] = definition_hash(watch)
         known = self._memory.get(watch.id)
-        if known is None or self.meter.refresh_due(provider):
+        if known is None or self.shared or self.meter.refresh_due(provider):
             known = await asyncio.to_thread(self._load, watch, def_hash)
         state, previous = known
         # fetch

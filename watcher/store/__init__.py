@@ -13,7 +13,6 @@ in ``engine``.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from . import schema
 from .alerts import AlertStore
 from .chats import ChatStore
 from .credits import Credits, ProviderStore
-from .engine import default_db_url, make_engine, require_existing
+from .engine import default_db_url, make_engine, require_existing, resolve_url
 from .history import HistoryStore
 from .instances import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, InstanceStore
 from .outbox import CLAIM_LEASE, OutboxStore
@@ -72,7 +71,7 @@ class Store(
         must_exist: bool = False,
         migrate: bool = True,
     ) -> None:
-        self.url = url or os.environ.get("WATCHER_DB") or default_db_url()
+        self.url = resolve_url(url)
         self.instance_id = uuid.uuid4().hex  # names this Store's claims (see outbox)
         if must_exist:
             require_existing(self.url)

@@ -18,6 +18,15 @@ def default_db_url() -> str:
     return f"sqlite:///{base / 'watcher.db'}"
 
 
+def resolve_url(url: str | None) -> str:
+    """The database a command uses: ``--db``, else $WATCHER_DB, else the default file."""
+    return url or os.environ.get("WATCHER_DB") or default_db_url()
+
+
+def is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
 def require_existing(url: str) -> None:
     """Read-only commands must not create an empty database where the user mistyped a path."""
     parsed = make_url(url)
@@ -52,3 +61,9 @@ def make_engine(url: str, *, echo: bool) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def libpq_conninfo(url: str) -> str:
+    """The libpq form (``postgresql://…``) of a SQLAlchemy PostgreSQL URL, for code that
+    opens its own psycopg connections (the cluster's job queue, the bot's leader lock)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

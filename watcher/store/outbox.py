@@ -80,7 +80,11 @@ class OutboxStore:
             )
             if channels is not None:
                 q = q.where(d.channel.in_(list(channels)))
-            ids = [row[0] for row in s.connection().execute(q)]
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                # instances claiming at once each take other rows, none waits for another's
+                q = q.with_for_update(skip_locked=True)
+            ids = [row[0] for row in conn.execute(q)]
             if not ids:
                 return []
             s.connection().execute(
