@@ -68,7 +68,14 @@ def level_for(verbose: int, quiet: int, default: int = logging.WARNING) -> int:
     return min(max(default - 10 * verbose + 10 * quiet, logging.DEBUG), logging.CRITICAL)
 
 
-LIBRARIES = ("apscheduler", "telegram", "aiohttp.access", "alembic")
+LIBRARIES = (
+    "apscheduler",
+    "procrastinate",
+    "psycopg.pool",
+    "telegram",
+    "aiohttp.access",
+    "alembic",
+)
 # their INFO and DEBUG lines carry request URLs, and a Bot API URL holds the bot token
 URL_LOGGERS = ("httpx", "httpcore")
 
