@@ -313,3 +313,37 @@ async def test_a_second_daemon_on_one_sqlite_file_refuses_to_start(tmp_path: Pat
             await again.kill()
     finally:
         await sim.close()
+
+
+@on_postgresql
+async def test_polls_go_on_after_postgresql_drops_every_connection(tmp_path: Path, db_url):
+    """A PostgreSQL restart, as the instances see it: every session of the database ends.
+    The poll worker, the job queue's pool and the store reconnect; polls are late, not lost."""
+    sim = await start_simulator()
+    try:
+        cfg = tmp_path / "rules.yaml"
+        cfg.write_text(
+            f"providers:\n  socialfetch: {{api_key: k, base_url: '{sim.base_url}'}}\n"
+            "channels:\n  out: {type: console}\n"
+            "watches:\n  - {id: s, type: search, query: crocs clogs, every: 2s}\n"
+            "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+        )
+        daemon = await DaemonProcess("-c", str(cfg), "--db", db_url).start()
+        try:
+            await daemon.wait_log("event=poll ", count=2)
+            name = sql(db_url, "SELECT current_database()")[0][0]
+            ended = sql(
+                db_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()",
+                name=name,
+            )
+            assert ended, "the daemon had no session to end"
+            before = daemon.count("event=poll ")
+            await daemon.wait_log("event=poll ", count=before + 3, timeout=40)
+            assert daemon.proc.returncode is None
+            assert (await daemon.stop())[0] == 0
+        finally:
+            await daemon.kill()
+    finally:
+        await sim.close()
