@@ -347,3 +347,54 @@ async def test_polls_go_on_after_postgresql_drops_every_connection(tmp_path: Pat
             await daemon.kill()
     finally:
         await sim.close()
+
+
+@on_postgresql
+async def test_a_poll_cut_off_by_sigkill_is_retried_by_another_instance(tmp_path: Path, db_url):
+    """The poll job a dead instance was running (its worker's heartbeat stopped) runs again
+    on a survivor, which polls the watch: its interval (an hour) is not waited for."""
+    sim = await start_simulator()
+    try:
+        cfg = tmp_path / "rules.yaml"
+        cfg.write_text(
+            f"providers:\n  socialfetch: {{api_key: k, base_url: '{sim.base_url}'}}\n"
+            "channels:\n  out: {type: console}\n"
+            "watches:\n  - {id: s, type: search, query: crocs clogs, every: 1h}\n"
+            "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
+        )
+        sim.add_fault(delay=120, times=1)  # the first request hangs
+        first = await DaemonProcess("-c", str(cfg), "--db", db_url).start()
+        second: DaemonProcess | None = None
+        try:
+            await wait_until(
+                lambda: len(sim.requests) >= 1 or first.count("event=started"),
+                timeout=30,
+                what="the first instance started",
+            )
+            await wait_until(
+                lambda: (
+                    sql(
+                        db_url,
+                        "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'",
+                    )[0][0]
+                    == 1
+                ),
+                timeout=30,
+                what="the poll running on the first instance",
+            )
+            await first.kill()
+            killed = time.time()
+            second = await DaemonProcess("-c", str(cfg), "--db", db_url).start()
+            await second.wait_log("event=poll_taken_over", timeout=45)
+            await second.wait_log("event=poll watch=s status=baseline", timeout=30)
+            took = time.time() - killed
+            assert took < 45, took
+            assert sql(db_url, "SELECT products FROM watch_state WHERE watch_id = 's'")[0][0] > 0
+            print(f"\npoll taken over {took:.1f} s after the SIGKILL")
+            assert (await second.stop())[0] == 0
+        finally:
+            await first.kill()
+            if second is not None:
+                await second.kill()
+    finally:
+        await sim.close()

@@ -258,16 +258,19 @@ class ClusterJobs:
         stalled = list(
             await manager.get_stalled_jobs(task_name=TASK, seconds_since_heartbeat=STALLED_AFTER)
         )
+        exceptions = self._procrastinate.exceptions
         for job in stalled:
             try:
                 await manager.retry_job(job)
-            except Exception:
-                # the chain already queued its next poll (the job deferred it before it died,
-                # so the queueing lock refuses a second one): this one is done
-                with contextlib.suppress(Exception):
+            except exceptions.UniqueViolation:
+                # the job had queued its watch's next poll before its instance died (the
+                # queueing lock refuses a second one waiting): this one is done
+                with contextlib.suppress(exceptions.ConnectorException):
                     await manager.finish_job_by_id_async(
                         job.id, self._procrastinate.jobs.Status.FAILED, delete_job=True
                     )
+            except exceptions.ConnectorException:
+                continue  # another instance retried it first
             logs.event(log, "poll_taken_over", watch=job.lock, job=job.id)
 
     async def _queued_jobs(self) -> dict[str, tuple[datetime | None, str]]:
