@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("config", "configload", "configvalues", "configtypes", "configcheck")),
     ("edges", ("sources.client", "sources.transport", "chart", "metrics")),
     ("store", ("store",)),
-    ("flow", ("routing", "pipeline", "dispatch")),
+    ("flow", ("routing", "pipeline", "dispatch", "report")),
     ("process", ("runtime",)),
     ("bot", ("bot",)),
     ("daemon", ("daemon",)),
