@@ -27,7 +27,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
     ("mute", "<30m|2h|1d|off>", "hold alerts for a while, then get one digest"),
     ("history", "<product id>", "price chart of a product"),
 )
-ADMIN_COMMANDS = (("status", "", "admins: watches, errors, credits, deliveries"),)
+ADMIN_COMMANDS = (("status", "", "admins: watches, errors, credits, deliveries, instances"),)
 MAX_MUTE = timedelta(days=365)
 LIST_MAX = 12  # names shown in a usage line
 
