@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url
@@ -144,6 +145,12 @@ async def test_status_shows_what_once_left(world, db_backend):
     # status only reads: it registered no instance of its own
     assert sql(db, "SELECT count(*) FROM instance") == [(0,)]
 
+    # an older schema (a newer `watcher status` beside older instances) is not migrated
+    sql(db, "UPDATE alembic_version SET version_num = '0003'")
+    r = await cli("status")
+    assert r.code == 1 and "has schema 0003" in r.stderr and "watcher db upgrade" in r.stderr
+    assert sql(db, "SELECT version_num FROM alembic_version") == [("0003",)]
+
 
 async def test_status_shows_a_running_daemon_and_its_next_polls(world, db_backend, tmp_path):
     cli, sim, db = world
@@ -222,6 +229,25 @@ def test_status_needs_an_existing_database_and_a_good_config(tmp_path):
     )
     assert r.returncode == 2 and "1x" in r.stderr and "Traceback" not in r.stderr
     assert not db.exists()
+
+
+async def test_status_neither_creates_nor_migrates_a_schema(tmp_path, db_url, db_backend):
+    """An empty database (PostgreSQL: one nobody ran watcher on) is left empty."""
+    from sqlalchemy import create_engine, inspect
+
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(CONFIG)
+    if db_backend == "sqlite":
+        Path(make_url(db_url).database).touch()
+    r = await run_watcher("status", "-c", str(cfg), "--db", db_url, env=clean_env(**DUMMY_ENV))
+    assert r.code == 1 and r.stdout == ""
+    assert "no watcher database at" in r.stderr and "run `watcher once`" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    engine = create_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_status_help_explains_every_option():
@@ -412,7 +438,6 @@ def test_next_poll_of_the_single_host_daemon():
 
 def load_config_from_text():
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "rules.yaml"

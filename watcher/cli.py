@@ -311,14 +311,13 @@ def _with_interval(cfg: Config, seconds: float) -> Config:
 
 
 def _status(cfg: Config, db: str | None, *, as_json: bool) -> int:
-    """Read-only: no database is created, no instance registered."""
+    """Read-only: no database is created or migrated, no instance registered."""
     import json
 
-    from .report import status_report
+    from .report import open_to_read, status_report
     from .status import report_json, report_table
-    from .store import Store
 
-    store = Store(db, must_exist=True)
+    store = open_to_read(db)
     try:
         report = status_report(store, cfg)
     finally:

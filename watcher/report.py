@@ -17,9 +17,36 @@ from sqlalchemy import make_url
 from .config import Config, WatchConfig
 from .models import InstanceInfo, WatchState
 from .status import StatusReport, WatchStatus
-from .store import Store
+from .store import Store, schema
 from .triggers import trigger_for
 from .util import as_utc, utcnow
+
+
+def open_to_read(db: str | None) -> Store:
+    """The database as a status report reads it: never created, never migrated (a newer
+    ``watcher status`` must not upgrade a running cluster's schema under it).
+
+    Raises RuntimeError with the one line to show when there is nothing to read.
+    """
+    store = Store(db, must_exist=True, migrate=False)
+    try:
+        state = schema.current(store.engine)
+        schema.check_known(state.current)
+    except BaseException:
+        store.close()
+        raise
+    if not state.up_to_date:
+        store.close()
+        shown = make_url(store.url).render_as_string(hide_password=True)
+        if state.current is None:
+            raise RuntimeError(
+                f"no watcher database at {shown}; run `watcher once` or `watcher run` first"
+            )
+        raise RuntimeError(
+            f"{shown} has schema {state.current}, this watcher reads {state.head}; "
+            "`watcher db upgrade` migrates it"
+        )
+    return store
 
 
 def status_report(store: Store, config: Config, now: datetime | None = None) -> StatusReport:
