@@ -324,6 +324,42 @@ async def test_status_uses_the_scheduler_view(fake, tmp_path, db_url):
         env.store.close()
 
 
+async def test_status_shows_the_instances_and_the_next_polls_without_a_scheduler(
+    env, db_url, db_backend
+):
+    """No ``status`` callback: the report alone, from the store and the config."""
+    import os
+    import socket
+
+    from watcher.bot.format import when
+    from watcher.triggers import trigger_for
+
+    env.store.register_instance(NOW - timedelta(hours=1), command="run")
+    env.store.heartbeat(NOW - timedelta(seconds=5))
+    env.store.set_serves_bot(True)
+    other = Store(db_url)
+    other.register_instance(NOW - timedelta(hours=2), command="once")  # silent since: gone
+    other.close()
+    last = NOW - timedelta(minutes=2)
+    env.store.update_watch_state("goli-store", last_poll_at=last, products=3)
+    reply = await env.ask(ADMIN, ADMIN, "/status")
+    mode = "cluster on PostgreSQL" if db_backend == "postgresql" else "single host"
+    assert f"<b>Instances</b> ({mode}, 1 alive)" in reply.text
+    assert (
+        f"• <code>{socket.gethostname()}</code> pid {os.getpid()} run: alive, serves the bot, "
+        "heartbeat 5s ago"
+    ) in reply.text
+    assert "once: gone, heartbeat 2h ago" in reply.text
+    if db_backend == "sqlite":  # the living daemon's grid after the last poll
+        goli = env.config.watches["goli-store"]
+        nxt = trigger_for(goli).get_next_fire_time(last, NOW)
+        assert f"last poll {when(last)}, next {when(nxt)}, 3 products" in reply.text
+        # never polled by the daemon, which polls every watch when it starts: due since then
+        assert f"next {when(NOW - timedelta(hours=1))}, 0 products" in reply.text
+    else:  # nothing in the job queue: nothing will poll them
+        assert "next —, 3 products" in reply.text and "next —, 0 products" in reply.text
+
+
 async def test_unknown_command_gives_usage_line(env):
     reply = await env.ask(USER, USER, "/frobnicate now")
     assert reply.text.startswith("Unknown command /frobnicate. Commands: /start /help")

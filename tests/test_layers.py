@@ -34,12 +34,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("definitions", ("kinds",)),
     ("schema", ("configschema",)),  # the typed config the core reads (plain dataclasses)
-    ("core", ("diff", "health", "rules", "render", "delivery")),
+    ("core", ("diff", "health", "rules", "render", "delivery", "triggers")),
     ("channels", ("channels",)),  # a channel type's definition and its sender
     ("config", ("config", "configload", "configvalues", "configtypes", "configcheck")),
     ("edges", ("sources.client", "sources.transport", "chart", "metrics")),
     ("store", ("store",)),
-    ("flow", ("routing", "pipeline", "dispatch")),
+    ("flow", ("routing", "pipeline", "dispatch", "report")),
     ("process", ("runtime",)),
     ("bot", ("bot",)),
     ("daemon", ("daemon",)),

@@ -1,4 +1,4 @@
-"""The command line: ``watcher check | run | once | demo | history | alerts | db``.
+"""The command line: ``watcher check | run | once | demo | status | history | alerts | db``.
 
 Exit status: 0 when the command ran, 2 on a config error, 1 on any other failure.
 """
@@ -64,15 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--cycles", type=int, default=0, help="stop after N poll cycles (0: forever)")
     sp.add_argument("--interval", type=float, default=3.0, help="seconds between cycles (3)")
 
+    sp = sub.add_parser(
+        "status", help="the whole cluster: watches, next polls, credits, deliveries, instances"
+    )
+    common(sp)
+    sp.add_argument("--json", action="store_true", help="print the report as JSON")
+
     sp = sub.add_parser("history", help="price history of a product")
     common(sp, config=False)
-    sp.add_argument("product_id")
+    sp.add_argument("product_id", help="the product's id, as alerts and /history show it")
     sp.add_argument("--png", metavar="FILE", help="write a price chart to FILE instead")
 
     sp = sub.add_parser("alerts", help="recent alerts and their delivery state")
     common(sp, config=False)
     sp.add_argument("--failed", action="store_true", help="only alerts with a dead delivery")
-    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--limit", type=int, default=20, help="show at most N alerts (20)")
 
     sp = sub.add_parser("db", help="the database schema: `db current`, `db upgrade`")
     sp.add_argument(
@@ -121,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_once(cfg, args.db, dry_run=args.dry_run))
         if args.command == "demo":
             return asyncio.run(_demo(args.db, cycles=args.cycles, interval=args.interval))
+        if args.command == "status":
+            return _status(_load(args.config), args.db, as_json=args.json)
         if args.command == "history":
             return _history(args.db, args.product_id, png=args.png)
         if args.command == "alerts":
@@ -151,7 +159,7 @@ async def _run(cfg: Config, db: str | None, *, http: str | None) -> int:
 async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
     from .runtime import Runtime
 
-    rt = Runtime(cfg, db, dry_run=dry_run)
+    rt = Runtime(cfg, db, dry_run=dry_run, command="once")
     shown = _Shown()
     try:
         with shown:
@@ -299,7 +307,23 @@ def _with_interval(cfg: Config, seconds: float) -> Config:
     return replace(cfg, watches=watches)
 
 
-# ---------------------------------------------------------------- history and alerts
+# ---------------------------------------------------------------- status, history, alerts
+
+
+def _status(cfg: Config, db: str | None, *, as_json: bool) -> int:
+    """Read-only: no database is created or migrated, no instance registered."""
+    import json
+
+    from .report import open_to_read, status_report
+    from .status import report_json, report_table
+
+    store = open_to_read(db)
+    try:
+        report = status_report(store, cfg)
+    finally:
+        store.close()
+    print(json.dumps(report_json(report), indent=2) if as_json else report_table(report))
+    return EXIT_OK
 
 
 def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:

@@ -244,3 +244,19 @@ class ChatSubscription:
     scope: str
     name: str = ""
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """A registered process, as the store hands it out: where it runs, what it runs (``run``,
+    ``once``, ``demo``; None from a watcher before cluster mode), its heartbeat, whether it
+    answers the Telegram bot, and whether it is ``alive`` (beating within the timeout)."""
+
+    id: str
+    host: str
+    pid: int
+    command: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    serves_bot: bool
+    alive: bool

@@ -35,7 +35,9 @@ class Runtime:
         dry_run: bool = False,
         metrics: Metrics | None = None,
         shared: bool = False,
+        command: str | None = None,
     ) -> None:
+        """``command`` (run, once, demo) is recorded on this process's instance row."""
         self.config = config
         self.store = Store(db)
         self.meter = CreditMeter(
@@ -67,7 +69,7 @@ class Runtime:
         self.dispatcher = Dispatcher(self.store, build_channels(config))
         self._registered = False
         if not dry_run:
-            self.store.register_instance()
+            self.store.register_instance(command=command)
             self._registered = True
             # deliveries a crashed process had in hand are due again right away
             self.store.release_dead_claims()

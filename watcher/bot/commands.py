@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ChatAction, ParseMode
@@ -17,6 +17,7 @@ from telegram.constants import ChatAction, ParseMode
 from .. import chart
 from ..channels.telegram import split_html
 from ..config import ChannelConfig, Config
+from ..report import status_report
 from ..status import WatchStatus
 from ..store import Store
 from .format import (
@@ -50,17 +51,6 @@ async def reply(update: Update, text: str) -> None:
         return
     for part in split_html(text):
         await message.reply_text(part, parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEW)
-
-
-def stored_status(store: Store, watch_ids: list[str]) -> list[WatchStatus]:
-    """Without the scheduler (no next poll known): what the Store knows."""
-    states = store.all_watch_states()
-    return [
-        WatchStatus(w, st.last_poll_at, None, st.last_error, st.products)
-        if (st := states.get(w))
-        else WatchStatus(w, None, None, None, 0)
-        for w in watch_ids
-    ]
 
 
 def _chat(update: Update) -> int:
@@ -102,9 +92,6 @@ class Commands:
             "history": self.history,
             "status": self.status,
         }
-
-    def _stored(self) -> list[WatchStatus]:
-        return stored_status(self.store, list(self.config.watches))
 
     def _is_admin(self, update: Update) -> bool:
         user = update.effective_user
@@ -236,19 +223,27 @@ class Commands:
         )
 
     async def status(self, update: Update, args: list[str]) -> None:
+        """The whole cluster, from the store and config (``report``); a ``status`` callback,
+        when given, supplies the watches instead."""
         if not self._is_admin(update):
             await reply(update, "Sorry, /status is for this bot's admins.")
             return
         now = self.clock()
-        today = now.astimezone(UTC).date()
         # both read the database: off the event loop
-        watches = list(await asyncio.to_thread(self.status_of or self._stored))
-        credits = {
-            name: await asyncio.to_thread(self.store.credits_on, name, today)
-            for name in self.config.providers
-        }
-        counts = await asyncio.to_thread(self.store.delivery_counts)
-        await reply(update, status_text(now, watches, credits, counts, today))
+        report = await asyncio.to_thread(status_report, self.store, self.config, now)
+        watches = (
+            list(await asyncio.to_thread(self.status_of)) if self.status_of else report.watches
+        )
+        text = status_text(
+            now,
+            watches,
+            report.credits,
+            report.deliveries,
+            report.day,
+            instances=report.instances,
+            cluster=report.cluster,
+        )
+        await reply(update, text)
 
     # ------------------------------------------------------------------ names
 

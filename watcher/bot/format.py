@@ -7,13 +7,14 @@ no python-telegram-bot, the clock passed in, so replies can be tested without a 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from .. import util
 from ..config import ChannelConfig, RuleConfig, WatchConfig
+from ..models import InstanceInfo
 from ..rules import RULE_KINDS
-from ..status import WatchStatus
+from ..status import WatchStatus, instance_state, relative
 
 COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
     ("start", "", "what this bot does"),
@@ -26,7 +27,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
     ("mute", "<30m|2h|1d|off>", "hold alerts for a while, then get one digest"),
     ("history", "<product id>", "price chart of a product"),
 )
-ADMIN_COMMANDS = (("status", "", "admins: watches, errors, credits, deliveries"),)
+ADMIN_COMMANDS = (("status", "", "admins: watches, errors, credits, deliveries, instances"),)
 MAX_MUTE = timedelta(days=365)
 LIST_MAX = 12  # names shown in a usage line
 
@@ -98,21 +99,45 @@ def status_text(
     credits: Mapping[str, int],
     counts: Mapping[str, int],
     today: date,
+    *,
+    instances: Sequence[InstanceInfo] = (),
+    cluster: bool | None = None,
 ) -> str:
-    """/status: each watch's last and next poll, credits spent today, the outbox."""
+    """/status: each watch's last and next poll, credits spent today, the outbox, and (when
+    ``cluster`` is known) the instances: alive or gone, their last heartbeat, the bot's."""
     lines = [f"<b>Status</b> {when(now)}", "<b>Watches</b>"]
     for w in watches:
         state = f"error: {w.last_error[:200]}" if w.last_error else "ok"
         lines.append(
             f"• <code>{esc(w.watch_id)}</code> last poll {when(w.last_poll)}, "
-            f"next {when(w.next_poll)}, {w.products} products, {esc(state)}"
+            f"next {'now (polling)' if w.polling else when(w.next_poll)}, "
+            f"{w.products} products, {esc(state)}"
         )
     spent = ", ".join(f"{esc(n)} {c}" for n, c in credits.items()) or "none"
     lines.append(f"<b>Credits today</b> ({today.isoformat()} UTC): {spent}")
     lines.append(
         f"<b>Deliveries</b>: {counts.get('pending', 0)} pending, {counts.get('dead', 0)} dead"
     )
+    if cluster is not None:
+        lines += instances_lines(now, instances, cluster=cluster)
     return "\n".join(lines)
+
+
+def instances_lines(
+    now: datetime, instances: Sequence[InstanceInfo], *, cluster: bool
+) -> list[str]:
+    """The instances section of /status: where each runs, what, and its last heartbeat."""
+    alive = sum(i.alive for i in instances)
+    mode = "cluster on PostgreSQL" if cluster else "single host"
+    lines = [f"<b>Instances</b> ({mode}, {alive} alive)"]
+    if not instances:
+        lines.append("none registered")
+    lines += [
+        f"• <code>{esc(i.host)}</code> pid {i.pid} {esc(i.command or '?')}: "
+        f"{instance_state(i)}, heartbeat {relative(i.heartbeat_at, now)}"
+        for i in instances
+    ]
+    return lines
 
 
 # ---------------------------------------------------------------------- pieces

@@ -28,7 +28,8 @@ from ..config import Config, WatchConfig
 from ..pipeline import POLLS_PER_REQUEST_SLOT
 from ..store import Store
 from ..store.engine import libpq_conninfo
-from .schedule import PollRunner, trigger_for
+from ..triggers import trigger_for
+from .schedule import PollRunner
 
 log = logging.getLogger("watcher.daemon")
 

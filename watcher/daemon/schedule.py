@@ -1,18 +1,16 @@
-"""When each watch polls, and the poll job itself.
+"""Who schedules the polls, and the poll job itself.
 
-Interval watches sit on a fixed grid (``phase + k * every``) whose phase comes from a hash of
-the watch id, so a fleet spreads evenly over its interval and never drifts; cron watches use
-their crontab in UTC. The job polls through the pipeline, counts the outcome in the metrics,
-writes the ``event=poll`` line operators grep, and records on the watch what APScheduler
-would otherwise swallow (a crashing job).
+When: ``watcher.triggers`` (the interval grid or the crontab; a status report reads it too).
+Who: ``PollJobs`` (APScheduler, one host) or ``cluster.ClusterJobs`` (procrastinate on
+PostgreSQL), both ``Scheduling``. Either runs each poll through ``PollRunner``: the pipeline,
+the metrics, the ``event=poll`` line operators grep, and a crash recorded on the watch
+instead of swallowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,56 +18,19 @@ from typing import Protocol
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 
 from .. import logs
-from ..config import Config, WatchConfig
+from ..config import Config
 from ..metrics import Metrics
 from ..pipeline import PollOutcome
 from ..runtime import Runtime
+from ..triggers import GridTrigger as GridTrigger
+from ..triggers import phase_of as phase_of
+from ..triggers import trigger_for
 
 log = logging.getLogger("watcher.daemon")
 
 MISFIRE_GRACE = 60  # a run late by more than this is skipped (and coalesced)
-
-
-def phase_of(watch_id: str, every: float) -> float:
-    """Where in its interval a watch polls, from a hash of its id: stable across restarts,
-    and a fleet of watches with one interval spreads evenly over it."""
-    digest = hashlib.blake2b(watch_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 * every
-
-
-class GridTrigger(BaseTrigger):
-    """Fires on ``phase + k * every`` (UTC epoch seconds), never less than half an interval
-    after the previous run: no jitter to accumulate, so a watch never drifts, and the first
-    poll (run at start, off the grid) is followed by the grid's next point."""
-
-    def __init__(self, every: float, phase: float) -> None:
-        self.every = every
-        self.phase = phase
-
-    def get_next_fire_time(self, previous_fire_time, now):
-        earliest = (
-            previous_fire_time.timestamp() + self.every / 2
-            if previous_fire_time is not None
-            else now.timestamp()
-        )
-        k = math.ceil((earliest - self.phase) / self.every)
-        return datetime.fromtimestamp(self.phase + k * self.every, tz=UTC)
-
-    def __str__(self) -> str:
-        return f"every {self.every:g}s at +{self.phase:.1f}s"
-
-
-def trigger_for(watch: WatchConfig) -> BaseTrigger:
-    """The watch's cron (UTC) when it has one, else its interval grid."""
-    if watch.cron:
-        return CronTrigger.from_crontab(watch.cron, timezone=UTC)
-    assert watch.every is not None
-    every = watch.every.total_seconds()
-    return GridTrigger(every, phase_of(watch.id, every))
 
 
 class Scheduling(Protocol):

@@ -7,8 +7,8 @@ Everything one poll produces (snapshot, history, alerts, deliveries, state) is w
 transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 
 ``Store`` is composed of one mixin per unit of work: polls (watch state and the poll commit),
-history, alerts, credits and providers, retention, the outbox and chats; the engine is opened
-in ``engine``.
+history, alerts, credits and providers, retention, the outbox and chats, and the job queue's
+view for status reports; the engine is opened in ``engine``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .instances import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, InstanceStore
 from .outbox import CLAIM_LEASE, OutboxStore
 from .polls import UNCHECKED, PollStore, PollWrite
 from .retention import RetentionStore
+from .status import StatusStore
 from .tables import (
     AlertRow,
     CreditRow,
@@ -60,6 +61,7 @@ class Store(
     InstanceStore,
     OutboxStore,
     ChatStore,
+    StatusStore,
 ):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 

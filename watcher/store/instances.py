@@ -3,7 +3,11 @@
 Claims name the claiming instance (one per Store: a process, never a PID or a host name).
 An instance renews its heartbeat while it runs; the claims of one whose heartbeat stopped
 (a crash, a SIGKILL, a lost machine) are handed back within ``HEARTBEAT_TIMEOUT``, not when
-the outbox's lease runs out.
+the outbox's lease runs out. ``instances`` is the cluster as an operator sees it.
+
+The ``host`` column holds the host name and, after a space, the process scope (kernel boot
+and PID namespace) in which the PID means one process; a row of an older watcher holds the
+scope alone.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from ..models import InstanceInfo
 from ..util import as_utc, utcnow
 from .tables import DeliveryRow, InstanceRow
 
@@ -32,19 +37,57 @@ class InstanceStore:
     instance_id: str
     release_claim: Any
 
-    def register_instance(self, now: datetime | None = None) -> None:
-        """Announce this instance before it claims anything (see ``release_dead_claims``)."""
+    def register_instance(
+        self, now: datetime | None = None, *, command: str | None = None
+    ) -> None:
+        """Announce this instance before it claims anything (see ``release_dead_claims``);
+        ``command`` (run, once, demo) is what ``watcher status`` shows it doing."""
         now = as_utc(now or utcnow())
+        host = socket.gethostname()
         with self.session() as s, s.begin():
             s.add(
                 InstanceRow(
                     id=self.instance_id,
-                    host=_PROCESS_SCOPE or socket.gethostname(),
+                    host=f"{host} {_PROCESS_SCOPE}" if _PROCESS_SCOPE else host,
                     pid=os.getpid(),
                     started_at=now,
                     heartbeat_at=now,
+                    command=command,
                 )
             )
+
+    def set_serves_bot(self, flag: bool) -> None:
+        """Mark this instance as the one answering the Telegram bot (or no longer)."""
+        i = InstanceRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(InstanceRow.__table__)
+                .where(i.id == self.instance_id)
+                .values(serves_bot=flag)
+            )
+
+    def instances(self, now: datetime | None = None) -> list[InstanceInfo]:
+        """Every registered instance, oldest first, each told ``alive`` or not the way
+        ``release_dead_claims`` tells it (a clean exit deletes its row)."""
+        now = as_utc(now or utcnow())
+        with self.session() as s:
+            rows = s.exec(select(InstanceRow).order_by(InstanceRow.started_at)).scalars().all()
+        out = []
+        for r in rows:
+            name, scope = _host_and_scope(r.host)
+            out.append(
+                InstanceInfo(
+                    id=r.id,
+                    host=name,
+                    pid=r.pid,
+                    command=r.command,
+                    started_at=as_utc(r.started_at),
+                    heartbeat_at=as_utc(r.heartbeat_at),
+                    serves_bot=bool(r.serves_bot),
+                    alive=_alive(as_utc(r.heartbeat_at), scope, r.pid, now),
+                )
+            )
+        return out
 
     def heartbeat(self, now: datetime | None = None) -> None:
         i = InstanceRow.__table__.c
@@ -93,13 +136,12 @@ class InstanceStore:
             }
             alive = {
                 iid
-                for iid, scope, pid in conn.execute(
-                    select(i.id, i.host, i.pid).where(i.heartbeat_at >= now - HEARTBEAT_TIMEOUT)
+                for iid, host, pid, beat in conn.execute(
+                    select(i.id, i.host, i.pid, i.heartbeat_at).where(
+                        i.heartbeat_at >= now - HEARTBEAT_TIMEOUT
+                    )
                 )
-                # Beating recently, but visibly gone: same kernel boot and PID namespace, and
-                # no such process. Only then is a PID proof (a reused PID only looks alive,
-                # which falls back to the heartbeat); a restart hands back at once.
-                if not (_PROCESS_SCOPE and scope == _PROCESS_SCOPE and not _pid_alive(pid))
+                if _alive(as_utc(beat), _host_and_scope(host)[1], pid, now)
             }
         alive.add(self.instance_id)
         dead = [t for t in tokens if t.count(":") == 1 and t.split(":", 1)[0] not in alive]
@@ -110,6 +152,24 @@ class InstanceStore:
                 delete(InstanceRow.__table__).where(i.heartbeat_at < now - INSTANCE_FORGET)
             )
         return len(dead)
+
+
+def _alive(heartbeat_at: datetime, scope: str | None, pid: int, now: datetime) -> bool:
+    """Beating within the timeout, and not visibly gone: same kernel boot and PID namespace
+    as this process, and no such process. Only then is a PID proof (a reused PID only looks
+    alive, which falls back to the heartbeat); a restart hands back at once."""
+    if heartbeat_at < now - HEARTBEAT_TIMEOUT:
+        return False
+    return not (_PROCESS_SCOPE and scope == _PROCESS_SCOPE and not _pid_alive(pid))
+
+
+def _host_and_scope(host: str) -> tuple[str, str | None]:
+    """The ``host`` column → (host name, process scope or None); an older watcher's row
+    holds the scope alone (it has a slash, which no host name has)."""
+    name, sep, scope = host.partition(" ")
+    if sep:
+        return name, scope
+    return host, host if "/" in host else None
 
 
 def _process_scope() -> str | None:
