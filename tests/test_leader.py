@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -166,6 +167,32 @@ def test_conninfo_is_libpq_with_keepalives():
     probes = int(info["keepalives_interval"]) * int(info["keepalives_count"])
     assert int(info["keepalives_idle"]) + probes <= 30  # a lost host noticed within ~30 s
     assert int(info["tcp_user_timeout"]) <= 30_000
+
+
+def test_conninfo_keeps_a_socket_directory_given_in_the_query():
+    info = psycopg.conninfo.conninfo_to_dict(
+        conninfo("postgresql+psycopg:///watch?host=/run/postgresql", "deals")
+    )
+    assert info["host"] == "/run/postgresql"
+    assert info["dbname"] == "watch"
+    assert "port" not in info and "user" not in info
+
+
+async def test_an_unreachable_database_is_retried_quietly_and_never_leads(caplog):
+    caplog.set_level(logging.DEBUG, "watcher")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Candidate(f"postgresql+psycopg://u@127.0.0.1:{port}/db", check_every=0.1)
+    await c.leadership.start()
+    try:
+        await until(lambda: caplog.text.count("event=bot_campaign_failed") >= 3, 10, "three tries")
+        assert not c.leader and c.calls == []
+    finally:
+        await c.leadership.stop()
+    levels = [r.levelname for r in caplog.records if "bot_campaign_failed" in r.getMessage()]
+    assert levels[0] == "WARNING" and set(levels[1:]) == {"DEBUG"}  # one warning, not one a try
+    assert c.calls == []
 
 
 async def test_local_leadership_is_always_the_leader(caplog):

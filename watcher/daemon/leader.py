@@ -60,17 +60,22 @@ def lock_key(name: str) -> int:
 
 
 def conninfo(url: str, name: str) -> str:
-    """libpq's connection string for the store's SQLAlchemy URL, with keepalives on."""
+    """libpq's connection string for the store's SQLAlchemy URL, with keepalives on.
+
+    As SQLAlchemy's psycopg dialect does: the URL's parts, then its query (``?host=/run/pg``,
+    ``?sslmode=require``) over them; a repeated key (several hosts) becomes libpq's list.
+    """
     parsed = make_url(url)
-    params: dict[str, object] = {
-        k: v[-1] if isinstance(v, tuple) else v for k, v in parsed.query.items()
+    parts = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "dbname": parsed.database,
+        "user": parsed.username,
+        "password": parsed.password,
     }
+    params: dict[str, object] = {k: v for k, v in parts.items() if v is not None}
+    params.update((k, ",".join(v) if isinstance(v, tuple) else v) for k, v in parsed.query.items())
     params.update(
-        host=parsed.host,
-        port=parsed.port,
-        dbname=parsed.database,
-        user=parsed.username,
-        password=parsed.password,
         application_name=f"watcher leader {name}"[:63],
         connect_timeout=CONNECT_TIMEOUT,
         keepalives=1,
@@ -109,6 +114,7 @@ class Leadership:
         self._conninfo = conninfo(url, name)
         self._conn: psycopg.AsyncConnection | None = None  # type: ignore[type-arg]
         self._leader = False
+        self._failing = False  # the last try could not reach the database
         self._task: asyncio.Task[None] | None = None
         self._calling = asyncio.Lock()  # stop() never cancels a callback halfway
 
@@ -163,11 +169,13 @@ class Leadership:
             )
             row = await cur.fetchone()
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            logs.event(
-                log, "bot_campaign_failed", logging.WARNING, channel=self.name, error=repr(exc)
-            )
+            # the first failure of a run is a warning; the repeats while it lasts are not
+            level = logging.DEBUG if self._failing else logging.WARNING
+            self._failing = True
+            logs.event(log, "bot_campaign_failed", level, channel=self.name, error=repr(exc))
             await self._drop()
             return False
+        self._failing = False
         return bool(row and row[0])
 
     async def _hold(self) -> None:
