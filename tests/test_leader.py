@@ -357,6 +357,31 @@ async def test_a_failing_on_elected_steps_down_and_tries_again(pg_url, caplog):
     assert "event=bot_leader_callback_failed channel=deals callback=on_elected" in caplog.text
 
 
+async def test_stop_lets_a_slow_on_elected_finish_before_on_deposed(pg_url):
+    """The bot's start is not cut off halfway: stop() waits for it, then stops the bot."""
+    calls: list[str] = []
+    started = asyncio.Event()
+
+    async def elected() -> None:
+        calls.append("starting")
+        started.set()
+        await asyncio.sleep(0.5)  # a bot's start: getMe, setMyCommands, the first poll
+        calls.append("started")
+
+    async def deposed() -> None:
+        calls.append("deposed")
+
+    leadership = Leadership(
+        pg_url, "deals", on_elected=elected, on_deposed=deposed, check_every=CHECK
+    )
+    await leadership.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await leadership.stop()
+    assert calls == ["starting", "started", "deposed"]
+    assert not leadership.is_leader
+    assert leader_backends(pg_url, leadership.key) == []
+
+
 # ---------------------------------------------------------------- one reply per update
 
 

@@ -114,6 +114,7 @@ class Leadership:
         self._conninfo = conninfo(url, name)
         self._conn: psycopg.AsyncConnection | None = None  # type: ignore[type-arg]
         self._leader = False
+        self._serving = False  # on_elected was called, on_deposed not yet
         self._failing = False  # the last try could not reach the database
         self._task: asyncio.Task[None] | None = None
         self._calling = asyncio.Lock()  # stop() never cancels a callback halfway
@@ -152,7 +153,7 @@ class Leadership:
             if await self._try_lock():
                 self._leader = True
                 logs.event(log, "bot_leader", channel=self.name)
-                if await self._call(self.on_elected, "on_elected"):
+                if await self._call(self.on_elected, "on_elected", serving=True):
                     await self._hold()
                     continue  # the connection failed: campaign again at once, on a new one
                 await self._step_down("on_elected failed")
@@ -197,10 +198,12 @@ class Leadership:
         self._leader = False  # at once: no answers while on_deposed runs
         level = logging.INFO if reason == "stop" else logging.WARNING
         logs.event(log, "bot_deposed", level, channel=self.name, reason=reason)
-        await self._call(self.on_deposed, "on_deposed")
+        if self._serving:  # not when stop() came before on_elected could run
+            await self._call(self.on_deposed, "on_deposed", serving=False)
 
-    async def _call(self, callback: Callback, which: str) -> bool:
+    async def _call(self, callback: Callback, which: str, *, serving: bool) -> bool:
         async with self._calling:
+            self._serving = serving
             try:
                 await callback()
             except Exception as exc:  # the campaign must go on; the failure is logged
