@@ -4,6 +4,10 @@ It serves ``/bot<token>/<method>``, reads PTB's form-encoded and multipart bodie
 every send, serves queued updates through a long-polling ``getUpdates`` (held open until
 its ``timeout`` or until an update arrives, as Telegram does), and answers with the real
 Bot API error bodies on demand so PTB raises its real exception types.
+
+As Telegram does when two clients long-poll one token, a ``getUpdates`` that arrives while
+another is held open ends the held one with 409 Conflict; ``conflicts`` counts those a client
+was still there to receive (PTB's own stop drops its held request first: that is no conflict).
 """
 
 from __future__ import annotations
@@ -64,6 +68,20 @@ class Request:
     status: int
 
 
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
+
+
+@dataclass
+class _Held:
+    """A getUpdates held open, and whether a later one ended it."""
+
+    request: web.Request
+    ended: bool = False
+
+
 @dataclass
 class _Failure:
     mode: str
@@ -81,6 +99,8 @@ class FakeBotAPI:
         self.sends: list[Sent] = []
         self.requests: list[Request] = []
         self.commands_set: list[dict[str, Any]] = []
+        self.conflicts = 0  # getUpdates ended by another while its client still waited
+        self._held: list[_Held] = []
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -195,6 +215,11 @@ class FakeBotAPI:
         """Text and captions of messages and photos sent to ``chat_id``, in order."""
         return [s.body for s in self.sent_to(chat_id) if s.method != "sendChatAction"]
 
+    @property
+    def holding(self) -> int:
+        """How many getUpdates are held open right now."""
+        return len(self._held)
+
     def calls(self, method: str) -> list[Request]:
         return [r for r in self.requests if r.method == method]
 
@@ -248,7 +273,10 @@ class FakeBotAPI:
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
         params = await _read_params(request)
-        status, body = await self._dispatch(method, params)
+        if method == "getUpdates":
+            status, body = await self._get_updates(request, params)
+        else:
+            status, body = await self._dispatch(method, params)
         self.requests.append(Request(method, params, status))
         await self._notify()
         return web.json_response(body, status=status)
@@ -256,8 +284,6 @@ class FakeBotAPI:
     async def _dispatch(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "getMe":
             return 200, {"ok": True, "result": BOT_USER}
-        if method == "getUpdates":
-            return 200, {"ok": True, "result": await self._get_updates(params)}
         if method == "setMyCommands":
             self.commands_set.append(params)
             return 200, {"ok": True, "result": True}
@@ -309,24 +335,42 @@ class FakeBotAPI:
             message["text"] = text
         return message
 
-    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _get_updates(
+        self, request: web.Request, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         limit = int(params.get("limit") or 100)
         timeout = float(params.get("timeout") or 0)
+        for other in self._held:  # Telegram serves one poller: the newest wins
+            other.ended = True
+        if self._held:
+            await self._notify()
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
 
         def pending() -> list[dict[str, Any]]:
             return [u for u in self._updates if u["update_id"] >= offset][:limit]
 
+        held = _Held(request)
         if not pending() and timeout > 0 and not self._closing:
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait_for(lambda: bool(pending()) or self._closing),
-                        timeout,
-                    )
-        return pending()
+            self._held.append(held)
+            try:
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._changed.wait_for(
+                                lambda: bool(pending()) or self._closing or held.ended
+                            ),
+                            timeout,
+                        )
+            finally:
+                self._held.remove(held)
+        if held.ended:
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                self.conflicts += 1  # a client still waited for this answer
+            return 409, {"ok": False, "error_code": 409, "description": CONFLICT}
+        return 200, {"ok": True, "result": pending()}
 
 
 def _chat(chat_id: Any) -> dict[str, Any]:

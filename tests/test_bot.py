@@ -115,6 +115,7 @@ async def fake():
     await f.start()
     yield f
     await f.close()
+    assert f.conflicts == 0, "two getUpdates were held open at once"
 
 
 @pytest.fixture
@@ -479,3 +480,43 @@ def test_replies_are_plain_text_functions_without_a_bot():
     assert "error: " + "x" * 200 + "\n" in text  # long errors are cut at 200 characters
     assert "socialfetch 5" in text and "2 pending, 0 dead" in text
     assert fmt.names(str(i) for i in range(14)).endswith(", 11, … (+2)")
+
+
+async def test_an_update_another_leader_took_is_not_answered_again(fake, db_url):
+    """After a failover Telegram hands the new leader what the old one never confirmed: the
+    update it already answered (claimed in the Store) gets no second reply."""
+    env = Env(fake, db_url, make_config(fake.base_url))
+    try:
+        taken = fake.command(LISTED, USER, "/watches")  # answered by the leader that died
+        assert env.store.claim_update("deals", taken["update_id"])
+        fresh = fake.command(USER, USER, "/rules")
+        await env.start()
+        reply = await fake.wait_reply(USER)  # updates are handled in order: taken came first
+        assert "price-drop-10" in reply.text
+        assert fake.texts(LISTED) == []
+        assert not env.store.claim_update("deals", fresh["update_id"])  # this leader took it
+    finally:
+        await env.stop()
+        env.store.close()
+
+
+async def test_an_update_is_dropped_when_the_store_cannot_say(env, fake, monkeypatch, caplog):
+    """Cut off from the database, an instance cannot know whether another answered: no
+    reply (the user asks again), a warning, and the bot keeps answering afterwards."""
+    from sqlalchemy.exc import OperationalError
+
+    real = env.store.claim_update
+    calls = []
+
+    def unreachable(channel, update_id, now=None):
+        calls.append(update_id)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real(channel, update_id, now)
+
+    monkeypatch.setattr(env.store, "claim_update", unreachable)
+    fake.command(LISTED, USER, "/watches")
+    reply = await env.ask(USER, USER, "/rules")
+    assert "price-drop-10" in reply.text
+    assert fake.texts(LISTED) == []
+    assert "event=bot_claim_failed channel=deals" in caplog.text

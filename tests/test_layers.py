@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flow", ("routing", "pipeline", "dispatch", "report")),
     ("process", ("runtime",)),
     ("bot", ("bot",)),
-    ("daemon", ("daemon",)),
+    ("daemon", ("daemon", "daemon.leader")),  # daemon.leader: which instance runs the bot
     ("entry", ("simulator", "cli", "__main__")),
 ]
 

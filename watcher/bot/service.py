@@ -5,6 +5,11 @@ channel's ``ExtBot`` (one rate limiter for alerts and replies) and runs it with
 ``initialize`` / ``updater.start_polling`` / ``start`` — never ``run_polling``, which wants
 to own the loop. Subscriptions and mutes live in the Store, so they survive restarts.
 
+In a cluster one instance at a time runs the bot (``daemon.leader``), but an update that a
+leader took and never confirmed to Telegram (it died first) is handed to the next leader
+too: every update is claimed in the Store before any handler sees it, and one that another
+leader claimed is not answered again.
+
 Stop the ``BotService`` before closing its channel: ``Application.shutdown`` also shuts the
 shared bot down (the channel reopens it on its next send).
 """
@@ -17,15 +22,18 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from telegram import BotCommand, BotCommandScopeChat, ChatMember, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
+    ApplicationHandlerStop,
     ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -142,6 +150,7 @@ class BotService:
                 )
 
     def _register(self, app: Application) -> None:  # type: ignore[type-arg]
+        app.add_handler(TypeHandler(Update, self._claim), group=-1)  # before any reply
         messages = filters.UpdateType.MESSAGE
         for name, callback in self.commands.handlers().items():
             # a chart takes CPU time: /history must not hold up other chats' commands
@@ -165,6 +174,31 @@ class BotService:
         return util.redact(f"{type(exc).__name__}: {exc}", [self.settings.token])
 
     # ------------------------------------------------------------------ other updates
+
+    async def _claim(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Let the update through only if no leader took it before (exactly one reply).
+
+        When the Store cannot say, the update is dropped, not answered: an instance cut off
+        from the database cannot know whether another leader answered, and is about to be
+        deposed; the user can ask again.
+        """
+        try:
+            mine = await asyncio.to_thread(
+                self.store.claim_update, self.channel_id, update.update_id
+            )
+        except SQLAlchemyError as exc:
+            logs.event(
+                log,
+                "bot_claim_failed",
+                logging.WARNING,
+                channel=self.channel_id,
+                update=update.update_id,
+                error=self._redact(exc),
+            )
+            raise ApplicationHandlerStop from None
+        if not mine:
+            logs.event(log, "bot_update_taken", channel=self.channel_id, update=update.update_id)
+            raise ApplicationHandlerStop
 
     async def _unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

@@ -26,6 +26,7 @@ from ..models import ProviderState, WatchState
 from ..util import as_utc, utcnow
 from . import schema
 from .alerts import AlertStore
+from .botupdates import BotUpdateStore
 from .chats import ChatStore
 from .credits import Credits, ProviderStore
 from .engine import default_db_url, make_engine, require_existing, resolve_url
@@ -62,6 +63,7 @@ class Store(
     OutboxStore,
     ChatStore,
     StatusStore,
+    BotUpdateStore,
 ):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 

@@ -9,13 +9,15 @@ from sqlalchemy import select
 from sqlmodel import delete
 
 from ..util import as_utc
+from .botupdates import BOT_UPDATE_KEEP
 from .tables import AlertRow, DeliveryRow, HistoryRow
 
 
 class RetentionStore:
-    """The retention method of ``Store`` (it provides ``session``)."""
+    """The retention method of ``Store`` (it provides ``session`` and ``prune_bot_updates``)."""
 
     session: Any
+    prune_bot_updates: Any
 
     def prune_batch(
         self,
@@ -29,7 +31,8 @@ class RetentionStore:
 
         Alerts go only with all their deliveries settled (sent or dead): a pending one, even
         a year old, is still owed. Each batch is its own short transaction, so a poll's commit
-        never waits behind a big delete; the caller loops until both counts are 0.
+        never waits behind a big delete; the caller loops until both counts are 0. Claims of
+        bot updates older than a day go too (one delete, not counted: a row per command).
         """
         cutoff = as_utc(now) - retention
         a, d = AlertRow.__table__.c, DeliveryRow.__table__.c
@@ -65,4 +68,5 @@ class RetentionStore:
                     history = conn.execute(
                         delete(HistoryRow.__table__).where(h.id.in_(old))
                     ).rowcount
+        self.prune_bot_updates(as_utc(now) - BOT_UPDATE_KEEP)  # a handful of small rows
         return len(ids), history
