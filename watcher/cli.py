@@ -254,7 +254,7 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
             if seen >= set(cfg.watches):
                 cycle_done.set()
 
-    daemon = Daemon(cfg, db, on_cycle=on_cycle)
+    daemon = Daemon(cfg, db, on_cycle=on_cycle, command="demo")
 
     async def outbox_idle(budget: float = 10.0) -> None:
         """Wait until this cycle's alerts are printed, so each burst sits under its step."""

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..channels import channel_type
@@ -26,6 +27,9 @@ from . import loops
 from .http import HealthServer
 from .runlock import RunLock
 from .schedule import PollJobs, PollRunner, Scheduling
+
+if TYPE_CHECKING:  # python-telegram-bot only where a channel has a bot
+    from ..bot import BotService
 
 log = logging.getLogger("watcher.daemon")
 
@@ -66,8 +70,10 @@ class Daemon:
         *,
         http: str | None = None,
         on_cycle: Callable[[PollOutcome, float], None] | None = None,
+        command: str = "run",
     ) -> None:
         self.config = config
+        self.command = command  # recorded on the instance row (run, demo)
         self.db = resolve_url(db)
         # PostgreSQL: a cluster of as many `watcher run` as share the database (procrastinate
         # schedules the polls); SQLite: this one daemon (APScheduler), alone on its file
@@ -156,7 +162,9 @@ class Daemon:
     async def _start(self) -> None:
         if self._run_lock is not None:  # before anything is opened: a refusal changes nothing
             self._run_lock.acquire()
-        self.rt = Runtime(self.config, self.db, metrics=self.metrics, shared=self.cluster)
+        self.rt = Runtime(
+            self.config, self.db, metrics=self.metrics, shared=self.cluster, command=self.command
+        )
         if self._run_lock is not None:
             self._run_lock.name(self.rt.store.instance_id)
         self.rt.dispatcher.on_outcome = self.metrics.delivery
@@ -181,7 +189,10 @@ class Daemon:
             await self._server.start(self.http)
 
     async def _start_bots(self) -> None:
-        """One command service per channel whose type has a bot (Telegram), sharing its client."""
+        """One command service per channel whose type has a bot (Telegram), sharing its
+        client, on the one instance that leads for it: in a cluster the holder of its
+        PostgreSQL advisory lock (two pollers of one token get 409 from Telegram); alone,
+        this daemon. Every instance sends alerts through the channel either way."""
         assert self.rt is not None
         chats = [
             c for c in self.rt.dispatcher.channels.values() if channel_type(c.config.type).has_bot
@@ -189,15 +200,44 @@ class Daemon:
         if not chats:
             return
         from ..bot import BotService
+        from .leader import Leadership, LocalLeadership
 
         for ch in chats:
-            svc = BotService(self.config, self.rt.store, ch, status=self.status)
+            # alone, the scheduler knows the next polls exactly; a cluster's come from the
+            # job queue, which the report reads itself
+            status = None if self.cluster else self.status
+            svc = BotService(self.config, self.rt.store, ch, status=status)
+            kind = Leadership if self.cluster else LocalLeadership
+            leadership = kind(
+                self.db, ch.id, on_elected=self._bot_up(svc), on_deposed=self._bot_down(svc)
+            )
+            await leadership.start()
+            self.bots.append(leadership)
+
+    def _bot_up(self, svc: BotService) -> Callable[[], Awaitable[None]]:
+        async def elected() -> None:
             try:
                 await svc.start()
             except Exception as exc:  # a bot that cannot start must not stop the alerts
-                logs.event(log, "bot_start_failed", logging.ERROR, channel=ch.id, error=str(exc))
-                continue
-            self.bots.append(svc)
+                logs.event(
+                    log, "bot_start_failed", logging.ERROR, channel=svc.channel_id, error=str(exc)
+                )
+                if self.cluster:
+                    raise  # step down: another instance may be able to
+                return
+            assert self.rt is not None
+            await asyncio.to_thread(self.rt.store.set_serves_bot, True)
+
+        return elected
+
+    def _bot_down(self, svc: BotService) -> Callable[[], Awaitable[None]]:
+        async def deposed() -> None:
+            await svc.stop()
+            assert self.rt is not None
+            with contextlib.suppress(Exception):  # the database may be what deposed it
+                await asyncio.to_thread(self.rt.store.set_serves_bot, False)
+
+        return deposed
 
     # ------------------------------------------------------------ stop
 
