@@ -384,14 +384,14 @@ async def test_a_poll_cut_off_by_sigkill_is_retried_by_another_instance(tmp_path
             "watches:\n  - {id: s, type: search, query: crocs clogs, every: 1h}\n"
             "rules:\n  - {id: r, when: new_item, notify: [out]}\n"
         )
-        sim.add_fault(delay=120, times=1)  # the first request hangs
+        hang = sim.add_fault(delay=120, times=1)  # the first request hangs
         first = await DaemonProcess("-c", str(cfg), "--db", db_url).start()
         second: DaemonProcess | None = None
         try:
             await wait_until(
-                lambda: running_jobs(db_url) == 1,
+                lambda: running_jobs(db_url) == 1 and hang.used == 1,
                 timeout=30,
-                what="the poll running on the first instance",
+                what="the first instance's poll waiting for its upstream",
             )
             await first.kill()
             killed = time.time()
