@@ -8,14 +8,18 @@ of concurrency C run them with ``delete_jobs="successful"``. Optionally ``--idle
 scheduled a day ahead, deferred first (watches polled daily: rows the job fetch walks past).
 
 The machines are shared and noisy, so each figure is a ratio to a baseline measured in the
-same run: jobs/s of K workers / jobs/s of one; and one job / one plain round trip on the same
-server (C connections, each ``INSERT ... RETURNING id`` then ``UPDATE ... WHERE id``, each in
-its own transaction: the least a queued job can cost) in wall time, commits and WAL bytes.
+same run (medians of ``--repeat`` interleaved runs): jobs/s of K workers / jobs/s of one; and
+one job / one plain round trip on the same server (C connections, each ``INSERT ... RETURNING
+id`` then ``UPDATE ... WHERE id``, each in its own transaction: the least a queued job can
+cost) in wall time, commits, WAL bytes and server CPU (from /proc, when the server runs on
+this machine). A second table defers each next job ``--interval`` seconds ahead, as the
+scheduler does, and shows how late jobs start under each ``fetch_job_polling_interval``.
 Needs an otherwise idle PostgreSQL (the commit and WAL counters are the server's):
 
     .ci/with-postgres bash -c '.venv/bin/python bench/bench_cluster.py'
-    .venv/bin/python bench/bench_cluster.py --db postgresql://... [--watches 10,100,1000]
-        [--workers 1,2,4] [--concurrency 8] [--idle 0,10000] [--seconds 5] [--task-ms 0]
+    .venv/bin/python bench/bench_cluster.py --db postgresql://... [--watches 100,1000]
+        [--workers 1,2,4] [--concurrency 8] [--idle 0,10000] [--repeat 3] [--seconds 5]
+        [--task-ms 0] [--interval 10] [--polling 5,1]
 
 Everything lives in a schema of its own (``--schema``, dropped at the end).
 """
@@ -25,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -66,32 +72,41 @@ def make_app(info: str, schema: str, concurrency: int) -> App:
     return App(connector=connector)
 
 
-async def work(args: argparse.Namespace) -> dict[str, float]:
+async def work(args: argparse.Namespace) -> dict[str, Any]:
     """One instance: a worker running poll chains until ``t1``; how many jobs it finished."""
     logging.getLogger("procrastinate").setLevel(logging.ERROR)  # "App in __main__": known
     app = make_app(args.conninfo, args.schema, args.concurrency)
-    counts: dict[str, float] = {"window": 0, "total": 0}
+    counts: dict[str, Any] = {"window": 0, "total": 0, "lags": []}
     pause = args.task_ms / 1000
 
     @app.task(name=TASK, pass_context=True)
     async def poll(context: JobContext, watch_id: str) -> None:
+        job = context.job
+        started = time.time()
         if pause:
             await asyncio.sleep(pause)
-        job = context.job
         await poll.configure(
-            lock=watch_id, queueing_lock=watch_id, queue=job.queue, schedule_in={"seconds": 0}
+            lock=watch_id,
+            queueing_lock=watch_id,
+            queue=job.queue,
+            schedule_in={"seconds": args.interval},
         ).defer_async(watch_id=watch_id)
         counts["total"] += 1
-        if args.t0 <= time.time() < args.t1:
+        if args.t0 <= started < args.t1:
             counts["window"] += 1
+            if job.scheduled_at is not None:  # how late it started: the schedule's accuracy
+                counts["lags"].append(started - job.scheduled_at.timestamp())
 
     async with app.open_async():
+        print("ready", flush=True)  # the parent starts every worker at once: ``t0 t1`` back
+        args.t0, args.t1 = map(float, (await asyncio.to_thread(sys.stdin.readline)).split())
         run = asyncio.create_task(
             app.run_worker_async(
                 concurrency=args.concurrency,
                 delete_jobs="successful",
                 install_signal_handlers=False,
                 shutdown_graceful_timeout=10,
+                fetch_job_polling_interval=args.polling,
                 name=f"bench-{os.getpid()}",
             )
         )
@@ -164,7 +179,18 @@ class Server:
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         )
         wal = self.one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
-        return int(commits), int(wal), self.cpu()
+        return int(commits), int(wal), self.settled_cpu()
+
+    def settled_cpu(self) -> float | None:
+        """``cpu`` once the postmaster has reaped the backends that just ended."""
+        last, deadline = self.cpu(), time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.cpu()
+            if now == last:
+                break
+            last = now
+        return last
 
     def cpu(self) -> float | None:
         """CPU seconds of the postmaster and its ended children (the backends of sessions that
@@ -201,8 +227,9 @@ class Server:
             con.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         self.con.close()
 
-    def seed(self, watches: int, idle: int) -> None:
-        """Empty queue; ``idle`` jobs a day ahead first, then one due job per watch."""
+    def seed(self, watches: int, idle: int, spread: float = 0) -> None:
+        """Empty queue; ``idle`` jobs a day ahead first, then one job per watch, due now or
+        spread evenly over the next ``spread`` seconds."""
         with connect(self.info, self.schema) as con:
             con.execute(
                 "TRUNCATE procrastinate_events, procrastinate_periodic_defers, "
@@ -212,11 +239,11 @@ class Server:
                 "INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, "
                 "queueing_lock, args, scheduled_at) "
                 "SELECT 'poll.' || (ARRAY[%s, %s])[1 + i %% 2], %s, 0, w, w, "
-                "jsonb_build_object('watch_id', w), now() + %s * interval '1 day' "
+                "jsonb_build_object('watch_id', w), now() + (%s + %s * i) * interval '1 second' "
                 "FROM generate_series(0, %s - 1) AS i, LATERAL (SELECT %s || i AS w) AS n"
             )
-            con.execute(insert, (*PROVIDERS, TASK, 1, idle, "idle-"))
-            con.execute(insert, (*PROVIDERS, TASK, 0, watches, "watch-"))
+            con.execute(insert, (*PROVIDERS, TASK, 86400, 0, idle, "idle-"))
+            con.execute(insert, (*PROVIDERS, TASK, 0, spread / max(1, watches), watches, "watch-"))
             con.execute("VACUUM ANALYZE procrastinate_jobs")
 
     def left(self) -> dict[str, int]:
@@ -248,32 +275,65 @@ def delta(after: float | None, before: float | None) -> float | None:
 
 
 def run_workers(
-    server: Server, args: argparse.Namespace, watches: int, idle: int, workers: int
-) -> tuple[Cost, dict[str, int]]:
-    server.seed(watches, idle)
+    server: Server,
+    args: argparse.Namespace,
+    watches: int,
+    idle: int,
+    workers: int,
+    interval: float = 0,
+    polling: float = 5.0,
+) -> tuple[Cost, dict[str, int], list[float]]:
+    """One run of ``workers`` processes; its cost, what it left, and how late jobs started."""
+    seconds = max(args.seconds, 2 * interval, 2 * polling) if interval else args.seconds
+    server.seed(watches, idle, spread=interval)
     commits0, wal0, cpu0 = server.counters()
-    t0 = time.time() + args.warmup
-    t1 = t0 + args.seconds
     cmd = [
         sys.executable, __file__, "--worker", "--db", server.info, "--schema", server.schema,
         "--concurrency", str(args.concurrency), "--task-ms", str(args.task_ms),
-        "--t0", repr(t0), "--t1", repr(t1),
+        "--interval", repr(interval), "--polling", repr(polling),
     ]  # fmt: skip
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
-    outs = [json.loads(p.communicate(timeout=args.seconds + args.warmup + 60)[0]) for p in procs]
+    procs = [
+        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready", "worker failed"
+    t0 = time.time() + args.warmup
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{t0!r} {t0 + seconds!r}\n")
+        p.stdin.flush()
+    outs = [
+        json.loads(p.communicate(timeout=seconds + args.warmup + 60)[0].splitlines()[-1])
+        for p in procs
+    ]
     if any(p.returncode for p in procs):
         raise SystemExit("a worker process failed")
     commits1, wal1, cpu1 = server.counters()
     cost = Cost(
         done=int(sum(o["window"] for o in outs)),
-        seconds=args.seconds,
+        seconds=seconds,
         total=int(sum(o["total"] for o in outs)),
         commits=commits1 - commits0,
         wal=wal1 - wal0,
         cpu=sum(o["cpu"] for o in outs),
         server_cpu=delta(cpu1, cpu0),
     )
-    return cost, server.left()
+    return cost, server.left(), sorted(lag for o in outs for lag in o["lags"])
+
+
+def median_cost(costs: list[Cost]) -> Cost:
+    """Each figure's median over repeated runs."""
+    cpus = [c.server_cpu for c in costs]
+    return Cost(
+        done=round(statistics.median(c.done for c in costs)),
+        seconds=costs[0].seconds,
+        total=round(statistics.median(c.total for c in costs)),
+        commits=round(statistics.median(c.commits for c in costs)),
+        wal=round(statistics.median(c.wal for c in costs)),
+        cpu=statistics.median(c.cpu for c in costs),
+        server_cpu=None if None in cpus else statistics.median(c for c in cpus if c is not None),
+    )
 
 
 async def round_trips(info: str, schema: str, connections: int, t0: float, t1: float) -> list[int]:
@@ -346,33 +406,83 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def throughput(server: Server, args: argparse.Namespace, base: Cost) -> None:
+    """Table 1: chains as fast as they go; each figure the median of ``--repeat`` runs,
+    the worker counts interleaved (1, 2, 4, 1, 2, 4, ...) so that noise spreads evenly."""
+    print(HEADER)
+    for idle in args.idle:
+        for watches in args.watches:
+            runs: dict[int, list[Cost]] = {k: [] for k in args.workers}
+            left: dict[int, dict[str, int]] = {}
+            for _ in range(args.repeat):
+                for workers in args.workers:
+                    cost, left[workers], _ = run_workers(server, args, watches, idle, workers)
+                    runs[workers].append(cost)
+            one = median_cost(runs[args.workers[0]])
+            for workers in args.workers:
+                cost = median_cost(runs[workers])
+                print(row(watches, idle, workers, cost, one, base, left[workers]), flush=True)
+
+
+def lateness(server: Server, args: argparse.Namespace) -> None:
+    """Table 2: each job defers the next for ``interval`` seconds, as the scheduler does; how
+    late jobs start after their ``scheduled_at`` (a worker learns of a due job by polling)."""
+    print(
+        "\n| watches | interval s | polling s | workers | due jobs/s | started jobs/s "
+        "| late s: median | p95 | max |\n" + "|---" * 9 + "|"
+    )
+    for interval, polling, watches, workers in itertools.product(
+        args.interval, args.polling, args.watches, args.workers
+    ):
+        cost, _, lags = run_workers(server, args, watches, 0, workers, interval, polling)
+        pick = lags or [float("nan")]
+        print(
+            f"| {watches} | {interval:g} | {polling:g} | {workers} | {watches / interval:,.1f} "
+            f"| {cost.rate:,.1f} | {statistics.median(pick):.2f} "
+            f"| {pick[int(0.95 * (len(pick) - 1))]:.2f} | {pick[-1]:.2f} |",
+            flush=True,
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", default=os.environ.get("WATCHER_TEST_DB"))
     ap.add_argument("--schema", default="bench_cluster")
-    ap.add_argument("--watches", type=ints, default=[10, 100, 1000])
+    ap.add_argument("--watches", type=ints, default=[100, 1000])
     ap.add_argument("--workers", type=ints, default=[1, 2, 4])
     ap.add_argument("--idle", type=ints, default=[0, 10_000])
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each throughput figure")
     ap.add_argument("--concurrency", type=int, default=8, help="jobs at once per worker")
     ap.add_argument("--seconds", type=float, default=5.0, help="measured window of each run")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
     ap.add_argument("--task-ms", type=float, default=0.0, help="each job sleeps this long")
+    ap.add_argument(
+        "--interval", type=floats, default=[10.0], help="poll intervals of the lateness table"
+    )
+    ap.add_argument(
+        "--polling",
+        type=floats,
+        default=[5.0, 1.0],
+        help="fetch_job_polling_interval of the lateness table (procrastinate's default 5)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
-    ap.add_argument("--t1", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.db:
         ap.error("a PostgreSQL URL: --db, or WATCHER_TEST_DB (.ci/with-postgres sets it)")
     args.conninfo = conninfo(args.db)
     if args.worker:
+        args.interval, args.polling = args.interval[0], args.polling[0]
         print(json.dumps(asyncio.run(work(args))))
         return 0
 
     server = Server(args.conninfo, args.schema)
-    version = server.one("SHOW server_version")
     print(
-        f"PostgreSQL {version}, {os.cpu_count()} CPUs; workers of concurrency "
-        f"{args.concurrency}, jobs of {args.task_ms:g} ms, {args.seconds:g} s windows"
+        f"PostgreSQL {server.one('SHOW server_version')}, {os.cpu_count()} CPUs; workers of "
+        f"concurrency {args.concurrency}, jobs of {args.task_ms:g} ms, {args.seconds:g} s windows"
     )
     server.setup()
     try:
@@ -382,14 +492,9 @@ def main() -> int:
             f"{base.commits_each:.2f} commits, {base.wal_each:,.0f} WAL bytes, "
             f"{ms(base.server_ms)} ms server CPU and {ms(base.cpu_ms)} ms client CPU each"
         )
-        print(HEADER)
-        for idle in args.idle:
-            for watches in args.watches:
-                one: Cost | None = None
-                for workers in args.workers:
-                    cost, left = run_workers(server, args, watches, idle, workers)
-                    one = one or cost
-                    print(row(watches, idle, workers, cost, one, base, left), flush=True)
+        throughput(server, args, base)
+        if args.interval:
+            lateness(server, args)
     finally:
         server.drop()
     return 0
