@@ -164,6 +164,23 @@ class ProviderClient:
     ) -> None:
         await self.close()
 
+    def set_share(self, instances: int) -> None:
+        """Take this instance's share when ``instances`` are alive in the cluster.
+
+        The provider's ``max_concurrency`` and ``requests_per_second`` are the cluster's:
+        this instance then allows ``max(1, max_concurrency // instances)`` requests in
+        flight (so with more instances than ``max_concurrency`` each still has one) and
+        ``requests_per_second / instances`` per second. 1 (the default) is all of it. Call
+        it from the loop that polls; requests in flight finish, later ones obey the new
+        limits.
+        """
+        self._transport.set_share(instances)
+
+    @property
+    def limits(self) -> tuple[int, float]:
+        """This instance's (requests in flight, requests per second) under its share."""
+        return self._transport.max_in_flight, self._transport.rate
+
     async def close(self) -> None:
         """Close the session; a later request opens a new one."""
         await self._transport.close()
