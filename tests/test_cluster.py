@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from watcher.daemon.schedule import phase_of
@@ -97,8 +99,8 @@ class Cluster:
         self.cfg, self.db, self.env = cfg, db, env
         self.instances: list[DaemonProcess] = []
 
-    async def add(self) -> DaemonProcess:
-        d = DaemonProcess("-c", str(self.cfg), "--db", self.db, env=self.env)
+    async def add(self, *extra: str) -> DaemonProcess:
+        d = DaemonProcess("-c", str(self.cfg), "--db", self.db, *extra, env=self.env)
         await d.start()
         self.instances.append(d)
         return d
@@ -115,6 +117,12 @@ class Cluster:
 
     async def kill_all(self) -> None:
         await asyncio.gather(*(d.kill() for d in self.instances))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def polls_by(d: DaemonProcess) -> int:
@@ -270,9 +278,25 @@ async def three_instances(sim, hook, bot, cfg, env, db_factory, tmp_path) -> Non
         await bot.wait_reply(USER_CHAT, 2, timeout=60)
         figures["bot answers again (s)"] = round(time.time() - bot_killed, 1)
 
-        # -- a fourth instance started mid-run takes a share of the polls
-        fourth = await cluster.add()
+        # -- a fourth instance started mid-run takes a share of the polls and of the limits
+        port = free_port()
+        fourth = await cluster.add("--http", f"127.0.0.1:{port}")
         await fourth.wait_log("event=poll ", timeout=4 * EVERY)
+        alive = len(cluster.alive())
+        await fourth.wait_log(f"event=limits_shared instances={alive}", timeout=15)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                health = await r.json()
+                assert r.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                metrics = await r.text()
+        assert health["cluster"] is True and health["in_cluster"] is True, health
+        assert health["instances_alive"] == alive, health
+        me = health["instance"]
+        info = [ln for ln in metrics.splitlines() if ln.startswith("watcher_instance_info{")]
+        assert len(info) == 1 and f'instance="{me}"' in info[0] and 'cluster="true"' in info[0]
+        polls = [ln for ln in metrics.splitlines() if ln.startswith("watcher_polls_total{")]
+        assert polls and all(f'instance="{me}"' in ln for ln in polls), polls
         figures["polls by instance"] = [polls_by(d) for d in cluster.instances]
 
         await asyncio.sleep(3)  # time for any duplicate to show

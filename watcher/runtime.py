@@ -36,10 +36,11 @@ class Runtime:
         metrics: Metrics | None = None,
         shared: bool = False,
         command: str | None = None,
+        instance_id: str | None = None,
     ) -> None:
         """``command`` (run, once, demo) is recorded on this process's instance row."""
         self.config = config
-        self.store = Store(db)
+        self.store = Store(db, instance_id=instance_id)
         self.meter = CreditMeter(
             self.store, {n: p.daily_credit_budget for n, p in config.providers.items()}
         )

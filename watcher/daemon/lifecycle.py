@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,9 @@ class Daemon:
         self.cluster = is_postgresql(self.db)
         self._run_lock = None if self.cluster else RunLock(self.db)
         self.http = http
-        self.metrics = Metrics()
+        self.instance_id = uuid.uuid4().hex  # its claims, its bot lock, its /metrics label
+        # in a cluster every sample carries the instance (series of several never merge)
+        self.metrics = Metrics(self.instance_id, cluster=True) if self.cluster else Metrics()
         self.on_cycle = on_cycle
         self.notify = Notifier()
         self.rt: Runtime | None = None
@@ -89,6 +92,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._server: HealthServer | None = None
+        self._share = 1  # this instance's share of the providers' limits: 1/N
 
     # ------------------------------------------------------------ public
 
@@ -116,6 +120,9 @@ class Daemon:
                 ),
                 asyncio.create_task(loops.prune(self.rt), name="prune"),
             ]
+            if self.cluster:
+                share = loops.share(self.rt, self._share)
+                tasks.append(asyncio.create_task(share, name="share"))
             if (interval := Notifier.watchdog_interval()) is not None:
                 watchdog = loops.watchdog(self.healthy, self.notify, interval, self._stop)
                 tasks.append(asyncio.create_task(watchdog, name="watchdog"))
@@ -157,18 +164,39 @@ class Daemon:
             logs.event(log, "health_check_failed", logging.WARNING, exc_info=True)
             return False
 
+    def info(self) -> dict[str, object]:
+        """/healthz's account of this instance: who it is, and whether it is in the cluster
+        (its heartbeat fresh in the database and its poll workers running)."""
+        assert self.rt is not None
+        instances = self.rt.store.instances()
+        me = next((i for i in instances if i.id == self.instance_id), None)
+        return {
+            "instance": self.instance_id,
+            "cluster": self.cluster,
+            "in_cluster": bool(me and me.alive and self.jobs and self.jobs.running),
+            "instances_alive": sum(1 for i in instances if i.alive and i.command != "once"),
+            "serves_bot": any(b.is_leader for b in self.bots),
+        }
+
     # ------------------------------------------------------------ start
 
     async def _start(self) -> None:
         if self._run_lock is not None:  # before anything is opened: a refusal changes nothing
             self._run_lock.acquire()
         self.rt = Runtime(
-            self.config, self.db, metrics=self.metrics, shared=self.cluster, command=self.command
+            self.config,
+            self.db,
+            metrics=self.metrics,
+            shared=self.cluster,
+            command=self.command,
+            instance_id=self.instance_id,
         )
         if self._run_lock is not None:
             self._run_lock.name(self.rt.store.instance_id)
         self.rt.dispatcher.on_outcome = self.metrics.delivery
         await self._start_bots()
+        if self.cluster:  # before the first poll: the limits are the cluster's
+            self._share = await loops.apply_share(self.rt)
         runner = PollRunner(
             self.config,
             self.rt,
@@ -185,7 +213,7 @@ class Daemon:
             self.jobs = PollJobs(self.config, runner)
         await self.jobs.start()
         if self.http:  # once polls are scheduled: /healthz answers 200 from its first request
-            self._server = HealthServer(self.healthy, self.metrics)
+            self._server = HealthServer(self.healthy, self.metrics, info=self.info)
             await self._server.start(self.http)
 
     async def _start_bots(self) -> None:

@@ -21,6 +21,7 @@ PRUNE_FIRST = 30.0  # seconds after start for the first retention pass
 PRUNE_EVERY = 3600.0
 PRUNE_PAUSE = 0.1  # seconds between two retention batches
 TAKEOVER_EVERY = 10.0  # seconds between looks for claims of dead instances
+SHARE_EVERY = 10.0  # seconds between recounts of a cluster's live instances
 
 
 async def deliver(rt: Runtime, stop: asyncio.Event, wake: asyncio.Event) -> None:
@@ -71,3 +72,27 @@ async def watchdog(
         if await asyncio.to_thread(healthy):
             notify("WATCHDOG=1")
         await asyncio.sleep(interval)
+
+
+async def apply_share(rt: Runtime, current: int = 0) -> int:
+    """Each of N daemons alive takes 1/N of every provider's ``max_concurrency`` and
+    ``requests_per_second``, so the limits hold for the cluster (a manual ``watcher once``
+    is not counted: it is short and rare). Returns N."""
+    instances = await asyncio.to_thread(rt.store.instances)
+    n = max(1, sum(1 for i in instances if i.alive and i.command != "once"))
+    if n != current:
+        for client in rt.clients.values():
+            client.set_share(n)
+        logs.event(log, "limits_shared", instances=n)
+    return n
+
+
+async def share(rt: Runtime, current: int) -> None:
+    """Recount the cluster every SHARE_EVERY seconds: an instance that joins or dies
+    changes every instance's share within that time."""
+    while True:
+        await asyncio.sleep(SHARE_EVERY)
+        try:
+            current = await apply_share(rt, current)
+        except Exception as exc:  # a database hiccup: the share stays as it was
+            logs.event(log, "share_error", logging.WARNING, error=repr(exc))

@@ -74,9 +74,11 @@ class Store(
         echo: bool = False,
         must_exist: bool = False,
         migrate: bool = True,
+        instance_id: str | None = None,
     ) -> None:
         self.url = resolve_url(url)
-        self.instance_id = uuid.uuid4().hex  # names this Store's claims (see outbox)
+        # names this Store's claims (see outbox); a daemon may choose it (its metrics carry it)
+        self.instance_id = instance_id or uuid.uuid4().hex
         if must_exist:
             require_existing(self.url)
         self.engine: Engine = make_engine(self.url, echo=echo)
