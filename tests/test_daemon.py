@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,6 +74,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def one_instance(text: str) -> str:
+    """/metrics as one instance's own: in cluster mode (PostgreSQL) every series also
+    carries ``instance="<id>"``, and exactly one id throughout."""
+    ids = set(re.findall(r'instance="([0-9a-f]+)"', text))
+    assert len(ids) <= 1, ids
+    return re.sub(r'instance="[0-9a-f]+",?', "", text).replace("{}", "")
 
 
 def metric(text: str, series: str) -> float:
@@ -267,7 +276,7 @@ async def test_healthz_and_metrics(world):
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 200
         async with http.get(f"{base}/metrics") as r:
-            before = await r.text()
+            before = one_instance(await r.text())
         assert 'watcher_polls_total{status="baseline",watch="goli-store"} 1.0' in before
         credits_before = metric(before, 'watcher_credits_total{provider="socialfetch"}')
         assert credits_before >= 4  # the store's 4 pages at least
@@ -278,7 +287,7 @@ async def test_healthz_and_metrics(world):
         deadline = asyncio.get_running_loop().time() + 10
         while True:
             async with http.get(f"{base}/metrics") as r:
-                after = await r.text()
+                after = one_instance(await r.text())
             if metric(after, sent) >= 3 or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.1)
@@ -440,7 +449,11 @@ async def test_healthz_is_503_when_the_database_does_not_answer(tmp_path, db_url
         monkeypatch.setattr(Store, "ping", down)
         async with http.get(url) as r:
             assert r.status == 503
-            assert (await r.json()) == {"ok": False}
+            body = await r.json()
+        assert body["ok"] is False
+        # who answers, and whether it is in a cluster (PostgreSQL) or alone (SQLite)
+        assert body["instance"] == daemon.instance_id
+        assert body["cluster"] is db_url.startswith("postgresql")
     daemon.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
 
