@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from .. import logs
 from ..config import Config, WatchConfig
@@ -38,6 +43,9 @@ MAINTAIN_EVERY = 5.0  # seconds between looks for stalled jobs and broken chains
 WORKER_HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 STALLED_AFTER = 20.0  # a worker silent this long is gone: its jobs are retried
 FETCH_EVERY = 1.0  # seconds: the latest a deferred job starts after its time
+POOL_WAIT = 5.0  # seconds a query waits for a connection of the job queue's pool
+JOB_GRACE = 6.0  # seconds a stopping worker waits for its jobs (the polls get 5)
+_RECOVER_KEY = 0x77617463686A6F62  # "watchjob": one recovery pass at a time, cluster-wide
 MISSED = timedelta(minutes=1)  # a poll later than this is skipped for the next one
 
 
@@ -57,15 +65,6 @@ def next_time(watch: WatchConfig, after: datetime, now: datetime) -> datetime:
     return max(at, now)
 
 
-def resume_time(watch: WatchConfig, last_poll: datetime | None, now: datetime) -> datetime:
-    """When a watch without a queued poll polls: now if never, or if its next point after
-    the last poll has passed (a single host polls every watch at start); else that point."""
-    if last_poll is None:
-        return now
-    at = trigger_for(watch).get_next_fire_time(last_poll, now)
-    return now if at is None or at <= now else at
-
-
 class ClusterJobs:
     """Polls as procrastinate jobs: one worker per provider queue, the maintenance loop."""
 
@@ -81,6 +80,7 @@ class ClusterJobs:
                 conninfo=libpq_conninfo(store.url),
                 min_size=1,
                 max_size=4 + len(config.providers),
+                timeout=POOL_WAIT,  # a stop during a database outage must not wait 30 s
                 kwargs={"application_name": f"watcher {store.instance_id[:8]}"},
             )
         )
@@ -90,6 +90,7 @@ class ClusterJobs:
         self._stopping = False
         self._maintainer: asyncio.Task | None = None
         self._queued: dict[str, tuple[datetime | None, str]] = {}
+        self._suspects: set[int] = set()  # our workers' doing jobs they do not run
         self._open = False
 
     # ------------------------------------------------------------ lifecycle
@@ -109,21 +110,19 @@ class ClusterJobs:
         self._maintainer = asyncio.create_task(self._maintain(), name="cluster-maintain")
 
     def _start_worker(self, provider: str) -> None:
-        from procrastinate.worker import Worker
-
         pcfg = self.config.providers.get(provider)
         concurrency = max((pcfg.max_concurrency if pcfg else 4) * POLLS_PER_REQUEST_SLOT, 2)
-        worker = Worker(
+        worker = _worker_class()(
             self.app,
             queues=[queue_of(provider)],
             name=f"poll.{provider}",
             concurrency=concurrency,
             install_signal_handlers=False,
-            delete_jobs="successful",
+            delete_jobs="always",  # the chain goes on by itself: no finished row is kept
             fetch_job_polling_interval=FETCH_EVERY,
             update_heartbeat_interval=WORKER_HEARTBEAT,
             stalled_worker_timeout=STALLED_AFTER,
-            shutdown_graceful_timeout=None,  # the daemon's stop budget decides (finish)
+            shutdown_graceful_timeout=JOB_GRACE,
         )
         self._workers[provider] = worker
         self._worker_tasks[provider] = asyncio.create_task(worker.run(), name=f"poll.{provider}")
@@ -165,7 +164,8 @@ class ClusterJobs:
             _done, pending = await asyncio.wait(tasks, timeout=cancel_wait())
             for t in pending:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if pending:  # a worker still unregistering (a slow database): not waited for
+                await asyncio.wait(pending, timeout=cancel_wait())
 
     async def shutdown(self) -> None:
         if self._maintainer is not None:
@@ -174,7 +174,7 @@ class ClusterJobs:
         if self._open:
             self._open = False
             with contextlib.suppress(Exception):
-                await self.app.close_async()
+                await asyncio.wait_for(self.app.close_async(), POOL_WAIT / 2)
 
     # ------------------------------------------------------------ one job
 
@@ -199,7 +199,8 @@ class ClusterJobs:
             # for whichever instance is still running)
             now = datetime.now(UTC)
             at = next_time(watch, scheduled, now) if done else now
-            await asyncio.shield(self._defer(watch, at))
+            with contextlib.suppress(TimeoutError):  # the maintenance pass queues it then
+                await asyncio.wait_for(asyncio.shield(self._defer(watch, at)), POOL_WAIT)
 
     async def _committed_since(self, watch_id: str, scheduled: datetime) -> bool:
         state = await asyncio.to_thread(self.store.watch_state, watch_id)
@@ -240,39 +241,41 @@ class ClusterJobs:
         queued = await self._queued_jobs()
         missing = [w for w in self.config.watches.values() if w.id not in queued]
         if missing:
-            states = await asyncio.to_thread(self.store.all_watch_states)
+            # a watch with no chain polls now, as every watch does when a single host starts
+            # (a chain that broke mid-run costs one early poll, never a missed one)
             now = datetime.now(UTC)
             started = 0
             for watch in missing:
-                st = states.get(watch.id)
-                last = st.last_poll_at if st else None
-                at = resume_time(watch, last, now)
-                started += await self._defer(watch, at)
+                started += await self._defer(watch, now)
             if started:
                 logs.event(log, "polls_queued", watches=started)
             queued = await self._queued_jobs()
         self._queued = queued
 
     async def _retry_stalled(self) -> None:
-        """Jobs of workers that stopped their heartbeat run again, on whoever is free."""
-        manager = self.app.job_manager
-        stalled = list(
-            await manager.get_stalled_jobs(task_name=TASK, seconds_since_heartbeat=STALLED_AFTER)
+        """Poll jobs left ``doing`` by a worker that is gone (its heartbeat stopped) or by
+        one of ours that is not running them (a lost reply, a failed final write: seen
+        twice, five seconds apart) run again, on whoever is free."""
+        mine = {
+            job_id
+            for w in self._workers.values()
+            if w.worker_id is not None
+            for job_id in (await self._doing_on(w.worker_id)) - w.running_job_ids()
+        }
+        orphans, self._suspects = mine & self._suspects, mine
+        for watch_id, outcome in await asyncio.to_thread(
+            recover, self.store.engine, sorted(orphans), STALLED_AFTER
+        ):
+            logs.event(log, "poll_taken_over", watch=watch_id, outcome=outcome)
+
+    async def _doing_on(self, worker_id: int) -> set[int]:
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT id FROM procrastinate_jobs WHERE status = 'doing' "
+            "AND task_name = %(task)s AND worker_id = %(worker)s",
+            task=TASK,
+            worker=worker_id,
         )
-        exceptions = self._procrastinate.exceptions
-        for job in stalled:
-            try:
-                await manager.retry_job(job)
-            except exceptions.UniqueViolation:
-                # the job had queued its watch's next poll before its instance died (the
-                # queueing lock refuses a second one waiting): this one is done
-                with contextlib.suppress(exceptions.ConnectorException):
-                    await manager.finish_job_by_id_async(
-                        job.id, self._procrastinate.jobs.Status.FAILED, delete_job=True
-                    )
-            except exceptions.ConnectorException:
-                continue  # another instance retried it first
-            logs.event(log, "poll_taken_over", watch=job.lock, job=job.id)
+        return {row["id"] for row in rows}
 
     async def _queued_jobs(self) -> dict[str, tuple[datetime | None, str]]:
         rows = await self.app.connector.execute_query_all_async(
@@ -289,3 +292,90 @@ def _by_watch(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[datetime | None
         if row["status"] == "doing" or row["lock"] not in out:
             out[row["lock"]] = (row["scheduled_at"], row["status"])
     return out
+
+
+_STALLED = text(
+    """
+    SELECT j.id, j.lock, j.scheduled_at FROM procrastinate_jobs j
+    LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+    WHERE j.task_name = :task AND j.status = 'doing'
+      AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => :secs)
+           OR j.id = ANY(CAST(:orphans AS bigint[])))
+    FOR UPDATE OF j SKIP LOCKED
+    """
+)
+
+
+_RETRY = text("SELECT procrastinate_retry_job_v2(:id, COALESCE(:at, now()), NULL, NULL, NULL)")
+
+
+def recover(engine: Engine, orphans: list[int], stalled_after: float) -> list[tuple[str, str]]:
+    """Put stalled poll jobs back in the queue, in one transaction that holds their rows
+    (a worker cannot take one meanwhile, and two instances never recover one twice).
+
+    A job keeps its scheduled time, so its poll can tell whether the dead instance had
+    committed it. A job whose watch already has its next poll waiting (it was queued before
+    the instance died: the queueing lock refuses a second) is done and removed. Returns
+    (watch id, "retried" or "done") per job.
+    """
+    out: list[tuple[str, str]] = []
+    with engine.begin() as conn:
+        if not conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RECOVER_KEY}
+        ).scalar():
+            return out  # another instance is at it
+        rows = conn.execute(
+            _STALLED, {"task": TASK, "secs": stalled_after, "orphans": orphans}
+        ).all()
+        for job_id, lock, scheduled_at in rows:
+            savepoint = conn.begin_nested()
+            try:
+                conn.execute(
+                    _RETRY,
+                    {"id": job_id, "at": scheduled_at},
+                )
+                savepoint.commit()
+                out.append((lock, "retried"))
+            except IntegrityError:
+                savepoint.rollback()
+                conn.execute(
+                    text("SELECT procrastinate_finish_job_v1(:id, 'failed', true)"),
+                    {"id": job_id},
+                )
+                out.append((lock, "done"))
+    return out
+
+
+@functools.cache
+def _worker_class() -> type:
+    """procrastinate's worker, made to outlive database hiccups: a heartbeat that fails
+    once is tried again next time (procrastinate's own would stop the worker, and the
+    others would retry its polls while they still run), and a job's final write is tried
+    three times (a row left ``doing`` blocks its watch's lock)."""
+    from procrastinate.exceptions import ConnectorException
+    from procrastinate.worker import Worker
+
+    class PollWorker(Worker):
+        async def _update_heartbeat(self) -> None:
+            while True:
+                await asyncio.sleep(self.update_heartbeat_interval)
+                try:
+                    assert self.worker_id is not None
+                    await self.app.job_manager.update_heartbeat(self.worker_id)
+                except ConnectorException as exc:
+                    logs.event(log, "worker_heartbeat_failed", logging.WARNING, error=repr(exc))
+
+        async def _persist_job_status(self, *args: Any, **kwargs: Any) -> None:
+            for attempt in range(3):
+                try:
+                    return await super()._persist_job_status(*args, **kwargs)
+                except ConnectorException as exc:
+                    if attempt == 2:
+                        raise
+                    logs.event(log, "job_status_retry", logging.WARNING, error=repr(exc))
+                    await asyncio.sleep(1.0)
+
+        def running_job_ids(self) -> set[int]:
+            return {c.job.id for c in self._running_jobs.values() if c.job.id is not None}
+
+    return PollWorker

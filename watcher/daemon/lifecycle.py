@@ -283,7 +283,8 @@ class Daemon:
             self.rt.pipeline.stop_starting()
         if self.jobs is not None:
             await self.jobs.finish(left(POLL_GRACE), lambda: left(1.0))
-            await self.jobs.shutdown()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.jobs.shutdown(), left(3.0))
         # Delivery is never cancelled mid-send (the receiver would see the alert again when
         # the handed-back delivery is retried): new sends stop a little before the deadline,
         # sends in flight finish, and only a send still hanging at the deadline is cut.
