@@ -433,3 +433,92 @@ async def test_a_poll_cut_off_by_sigkill_is_retried_by_another_instance(tmp_path
                 await second.kill()
     finally:
         await sim.close()
+
+
+# ---------------------------------------------------------------- recovery of stalled jobs
+
+
+def _job(db: str, watch: str, *, worker: int | None, status: str = "doing") -> int:
+    return sql(
+        db,
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args, "
+        "status, scheduled_at, worker_id) VALUES ('poll.socialfetch', 'watcher.poll', :w, :w, "
+        "CAST(:args AS jsonb), CAST(:status AS procrastinate_job_status), "
+        "'2026-01-01T00:00:10Z', :worker) RETURNING id",
+        w=watch,
+        args=f'{{"watch_id": "{watch}"}}',
+        status=status,
+        worker=worker,
+    )[0][0]
+
+
+def _worker(db: str, *, silent_for: int) -> int:
+    return sql(
+        db,
+        "INSERT INTO procrastinate_workers (last_heartbeat) "
+        "VALUES (now() - make_interval(secs => :s)) RETURNING id",
+        s=silent_for,
+    )[0][0]
+
+
+@pytest.fixture
+def queue_db(db_url):
+    from watcher.store import Store
+
+    Store(db_url).close()  # migrated: procrastinate's schema is there
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db_url)
+    yield db_url, engine
+    engine.dispose()
+
+
+@on_postgresql
+def test_a_stalled_job_goes_back_to_the_queue_at_its_own_time(queue_db):
+    from watcher.daemon.cluster import recover
+
+    db, engine = queue_db
+    dead = _worker(db, silent_for=60)
+    job = _job(db, "w1", worker=dead)
+    assert recover(engine, [], 20) == [("w1", "retried")]
+    status, at, attempts = sql(
+        db,
+        "SELECT status::text, scheduled_at, attempts FROM procrastinate_jobs WHERE id = :i",
+        i=job,
+    )[0]
+    # its time kept: the retried poll can tell whether the dead instance had committed it
+    assert (status, at.isoformat(), attempts) == ("todo", "2026-01-01T00:00:10+00:00", 1)
+    assert recover(engine, [], 20) == []  # nothing left to recover
+
+
+@on_postgresql
+def test_a_stalled_job_whose_next_poll_waits_is_done(queue_db):
+    from watcher.daemon.cluster import recover
+
+    db, engine = queue_db
+    job = _job(db, "w1", worker=_worker(db, silent_for=60))
+    nxt = _job(db, "w1", worker=None, status="todo")  # queued before the instance died
+    assert recover(engine, [], 20) == [("w1", "done")]
+    rows = sql(db, "SELECT id, status::text FROM procrastinate_jobs ORDER BY id")
+    assert rows == [(nxt, "todo")] and job != nxt
+
+
+@on_postgresql
+def test_a_live_workers_job_is_left_alone_unless_it_is_an_orphan(queue_db):
+    from watcher.daemon.cluster import recover
+
+    db, engine = queue_db
+    job = _job(db, "w1", worker=_worker(db, silent_for=0))
+    assert recover(engine, [], 20) == []
+    assert recover(engine, [job], 20) == [("w1", "retried")]  # its worker does not run it
+
+
+@on_postgresql
+async def test_two_instances_recover_a_stalled_job_once(queue_db):
+    from watcher.daemon.cluster import recover
+
+    db, engine = queue_db
+    _job(db, "w1", worker=_worker(db, silent_for=60))
+    both = await asyncio.gather(*(asyncio.to_thread(recover, engine, [], 20) for _ in range(4)))
+    assert [outcome for one in both for outcome in one] == [("w1", "retried")]
+    assert sql(db, "SELECT attempts FROM procrastinate_jobs") == [(1,)]
