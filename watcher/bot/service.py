@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
 from telegram import BotCommand, BotCommandScopeChat, ChatMember, Update
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -186,7 +185,7 @@ class BotService:
             mine = await asyncio.to_thread(
                 self.store.claim_update, self.channel_id, update.update_id
             )
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database (or the driver) failing: cannot tell
             logs.event(
                 log,
                 "bot_claim_failed",

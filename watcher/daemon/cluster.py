@@ -91,6 +91,7 @@ class ClusterJobs:
         self._maintainer: asyncio.Task | None = None
         self._queued: dict[str, tuple[datetime | None, str]] = {}
         self._suspects: set[int] = set()  # our workers' doing jobs they do not run
+        self._started = False
         self._open = False
 
     # ------------------------------------------------------------ lifecycle
@@ -104,6 +105,7 @@ class ClusterJobs:
         await self.app.open_async()
         self._open = True
         await self._maintain_once()
+        self._started = True
         providers = sorted({w.provider for w in self.config.watches.values()})
         for provider in providers:
             self._start_worker(provider)
@@ -241,12 +243,14 @@ class ClusterJobs:
         queued = await self._queued_jobs()
         missing = [w for w in self.config.watches.values() if w.id not in queued]
         if missing:
-            # a watch with no chain polls now, as every watch does when a single host starts
-            # (a chain that broke mid-run costs one early poll, never a missed one)
+            # at start a watch with no chain polls now, as every watch does when a single
+            # host starts; later (a chain broke, or an instance with an older config ended
+            # it during a rolling update) at its next point, as if nothing had happened
             now = datetime.now(UTC)
             started = 0
             for watch in missing:
-                started += await self._defer(watch, now)
+                at = trigger_for(watch).get_next_fire_time(None, now) if self._started else now
+                started += await self._defer(watch, at)
             if started:
                 logs.event(log, "polls_queued", watches=started)
             queued = await self._queued_jobs()
