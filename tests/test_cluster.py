@@ -522,3 +522,35 @@ async def test_two_instances_recover_a_stalled_job_once(queue_db):
     both = await asyncio.gather(*(asyncio.to_thread(recover, engine, [], 20) for _ in range(4)))
     assert [outcome for one in both for outcome in one] == [("w1", "retried")]
     assert sql(db, "SELECT attempts FROM procrastinate_jobs") == [(1,)]
+
+
+@on_postgresql
+def test_the_jobs_of_an_instance_known_dead_are_retried_before_its_heartbeat_stops(queue_db):
+    """A restart on the same host (the old PID is gone) takes back the old instance's polls
+    at once, as it does its deliveries, not STALLED_AFTER seconds later."""
+    import subprocess
+
+    from watcher.daemon.cluster import recover
+    from watcher.store import Store
+
+    db, engine = queue_db
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID of this host that no process has now
+    killed, alive = Store(db, instance_id="killed"), Store(db, instance_id="alive")
+    try:
+        killed.register_instance(command="run")
+        alive.register_instance(command="run")
+        sql(db, "UPDATE instance SET pid = :p WHERE id = 'killed'", p=gone.pid)
+        w_killed, w_alive = _worker(db, silent_for=0), _worker(db, silent_for=0)
+        killed.set_poll_workers([w_killed])
+        alive.set_poll_workers([w_alive])
+        _job(db, "w1", worker=w_killed)
+        _job(db, "w2", worker=w_alive)
+        assert alive.dead_poll_workers() == [w_killed]
+        assert killed.dead_poll_workers() == []  # it sees no other instance dead
+        assert recover(engine, [], 20, alive.dead_poll_workers()) == [("w1", "retried")]
+        rows = sql(db, "SELECT lock, status::text FROM procrastinate_jobs ORDER BY lock")
+        assert rows == [("w1", "todo"), ("w2", "doing")]
+    finally:
+        killed.close()
+        alive.close()

@@ -8,7 +8,8 @@ schedule a single host gives it, whichever instance is free takes the next poll,
 instance that joins takes a share at once.
 
 Self-healing, every ``MAINTAIN_EVERY`` seconds on every instance:
-- a job whose worker stopped its heartbeat (a killed instance, a lost host) is retried; its
+- a job whose worker stopped its heartbeat (a killed instance, a lost host), or whose
+  instance is known dead (restarted on the same host: its PID is gone), is retried; its
   poll runs again unless the watch's state shows it was committed;
 - a watch with no job waiting or running (its chain broke: a database hiccup at the wrong
   moment, a watch added to the config) gets one, at the point its schedule says.
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,6 +127,7 @@ class ClusterJobs:
             stalled_worker_timeout=STALLED_AFTER,
             shutdown_graceful_timeout=JOB_GRACE,
         )
+        worker.on_registered = self._record_workers
         self._workers[provider] = worker
         self._worker_tasks[provider] = asyncio.create_task(worker.run(), name=f"poll.{provider}")
 
@@ -143,6 +145,15 @@ class ClusterJobs:
                     error=repr(error),
                 )
                 self._start_worker(provider)
+
+    async def _record_workers(self) -> None:
+        """Name our workers in our instance row, so a restart here, or a survivor, retries
+        their jobs the moment this instance is known dead."""
+        ids = [w.worker_id for w in self._workers.values() if w.worker_id is not None]
+        try:
+            await asyncio.to_thread(self.store.set_poll_workers, ids)
+        except Exception as exc:  # then their heartbeat tells it, STALLED_AFTER later
+            logs.event(log, "record_workers_failed", logging.WARNING, error=repr(exc))
 
     def next_poll(self, watch_id: str) -> datetime | None:
         """When this watch's waiting job is due (as of the last maintenance pass)."""
@@ -267,8 +278,9 @@ class ClusterJobs:
             for job_id in (await self._doing_on(w.worker_id)) - w.running_job_ids()
         }
         orphans, self._suspects = mine & self._suspects, mine
+        dead = await asyncio.to_thread(self.store.dead_poll_workers)
         for watch_id, outcome in await asyncio.to_thread(
-            recover, self.store.engine, sorted(orphans), STALLED_AFTER
+            recover, self.store.engine, sorted(orphans), STALLED_AFTER, dead
         ):
             logs.event(log, "poll_taken_over", watch=watch_id, outcome=outcome)
 
@@ -304,7 +316,8 @@ _STALLED = text(
     LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
     WHERE j.task_name = :task AND j.status = 'doing'
       AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => :secs)
-           OR j.id = ANY(CAST(:orphans AS bigint[])))
+           OR j.id = ANY(CAST(:orphans AS bigint[]))
+           OR j.worker_id = ANY(CAST(:dead AS bigint[])))
     FOR UPDATE OF j SKIP LOCKED
     """
 )
@@ -313,9 +326,12 @@ _STALLED = text(
 _RETRY = text("SELECT procrastinate_retry_job_v2(:id, COALESCE(:at, now()), NULL, NULL, NULL)")
 
 
-def recover(engine: Engine, orphans: list[int], stalled_after: float) -> list[tuple[str, str]]:
+def recover(
+    engine: Engine, orphans: list[int], stalled_after: float, dead: Iterable[int] = ()
+) -> list[tuple[str, str]]:
     """Put stalled poll jobs back in the queue, in one transaction that holds their rows
-    (a worker cannot take one meanwhile, and two instances never recover one twice).
+    (a worker cannot take one meanwhile, and two instances never recover one twice): those
+    of workers silent ``stalled_after`` seconds, of ``dead`` workers, and ``orphans``.
 
     A job keeps its scheduled time, so its poll can tell whether the dead instance had
     committed it. A job whose watch already has its next poll waiting (it was queued before
@@ -329,7 +345,8 @@ def recover(engine: Engine, orphans: list[int], stalled_after: float) -> list[tu
         ).scalar():
             return out  # another instance is at it
         rows = conn.execute(
-            _STALLED, {"task": TASK, "secs": stalled_after, "orphans": orphans}
+            _STALLED,
+            {"task": TASK, "secs": stalled_after, "orphans": orphans, "dead": list(dead)},
         ).all()
         for job_id, lock, scheduled_at in rows:
             savepoint = conn.begin_nested()
@@ -378,6 +395,13 @@ def _worker_class() -> type:
                         raise
                     logs.event(log, "job_status_retry", logging.WARNING, error=repr(exc))
                     await asyncio.sleep(1.0)
+
+        on_registered: Callable[[], Awaitable[None]] | None = None
+
+        async def _run_loop(self) -> None:
+            if self.on_registered is not None:  # worker_id is known from here on
+                await self.on_registered()
+            await super()._run_loop()
 
         def running_job_ids(self) -> set[int]:
             return {c.job.id for c in self._running_jobs.values() if c.job.id is not None}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,37 @@ class InstanceStore:
                 .where(i.id == self.instance_id)
                 .values(serves_bot=flag)
             )
+
+    def set_poll_workers(self, worker_ids: Iterable[int]) -> None:
+        """Name this instance's job-queue workers (cluster mode): once the instance is known
+        dead, the jobs they held are retried at once, not after the workers' heartbeat."""
+        i = InstanceRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(InstanceRow.__table__)
+                .where(i.id == self.instance_id)
+                .values(poll_workers=",".join(str(w) for w in sorted(worker_ids)) or None)
+            )
+
+    def dead_poll_workers(self, now: datetime | None = None) -> list[int]:
+        """The job-queue workers of instances that are gone, told the way
+        ``release_dead_claims`` tells it (a restart on the same host: at once)."""
+        now = as_utc(now or utcnow())
+        i = InstanceRow.__table__.c
+        with self.session() as s:
+            rows = s.connection().execute(
+                select(i.id, i.host, i.pid, i.heartbeat_at, i.poll_workers).where(
+                    i.poll_workers.is_not(None)
+                )
+            )
+            return [
+                int(w)
+                for iid, host, pid, beat, workers in rows
+                if iid != self.instance_id
+                and not _alive(as_utc(beat), _host_and_scope(host)[1], pid, now)
+                for w in workers.split(",")
+                if w.isdigit()
+            ]
 
     def instances(self, now: datetime | None = None) -> list[InstanceInfo]:
         """Every registered instance, oldest first, each told ``alive`` or not the way

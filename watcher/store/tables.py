@@ -165,6 +165,7 @@ class InstanceRow(SQLModel, table=True):
     heartbeat_at: datetime
     command: str | None = None  # run, once, demo
     serves_bot: bool = False  # the one instance answering the Telegram bot
+    poll_workers: str | None = None  # its procrastinate workers' ids, comma-separated
 
 
 class BotUpdateRow(SQLModel, table=True):

@@ -2,8 +2,10 @@
 job queue (procrastinate's schema, on PostgreSQL only) that shares the polls.
 
 ``instance.command`` tells a daemon (``run``) from a manual ``once``; ``instance.serves_bot``
-marks the one instance that answers the Telegram bot. ``bot_update`` remembers each update
-a leader took, so a new leader after a failover never answers one twice.
+marks the one instance that answers the Telegram bot; ``instance.poll_workers`` names its
+job-queue workers, so the poll jobs of an instance known dead are retried at once.
+``bot_update`` remembers each update a leader took, so a new leader after a failover never
+answers one twice.
 
 procrastinate's schema is the one of the version installed (pinned in pyproject); a newer
 procrastinate ships migration SQL of its own, to be applied by a later revision here.
@@ -27,6 +29,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("serves_bot", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(sa.Column("poll_workers", sa.String(), nullable=True))
     op.create_table(
         "bot_update",
         sa.Column("channel", sa.String(), primary_key=True),
@@ -75,5 +78,6 @@ def downgrade() -> None:
     op.drop_index("ix_bot_update_handled_at", table_name="bot_update")
     op.drop_table("bot_update")
     with op.batch_alter_table("instance") as batch:
+        batch.drop_column("poll_workers")
         batch.drop_column("serves_bot")
         batch.drop_column("command")
