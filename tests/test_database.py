@@ -108,7 +108,9 @@ def test_a_first_schema_database_with_data_is_adopted_and_upgraded(db_url, db_ba
         assert [(d.channel, a.alert_id, a.product.price) for d, a in due] == [  # type: ignore[union-attr]
             ("hook", "a1", Decimal("16.99"))
         ]
-        assert store.last_alerted("goli", ["p1"]) == {("drop", "p1"): T0}
+        assert {k: v.at for k, v in store.last_alerted("goli", ["p1"]).items()} == {
+            ("drop", "p1"): T0
+        }
         # what revision 0002 brought: 64-bit chat ids and the new indexes
         assert store.subscribe("deals", SUPERGROUP, "all")
         store.set_mute("deals", SUPERGROUP, T0 + timedelta(hours=1), now=T0)

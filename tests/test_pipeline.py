@@ -551,23 +551,36 @@ async def test_alert_id_is_deterministic_per_transition_and_seq(sim, db, tmp_pat
 # ---------------------------------------------------------------- 9. cooldown
 
 
-async def test_cooldown_suppresses_a_second_drop_of_the_same_product(sim, db, tmp_path):
+async def test_cooldown_suppresses_a_repeat_drop_but_never_a_new_low(sim, db, tmp_path):
     rule = {**DROP_RULE, "cooldown": "1h"}
     cfg = make_config(tmp_path, sim, [STORE_WATCH], [rule])
     store = sim.world.stores[S.STORE_URL]
+
+    def fired(outcome) -> list[tuple[str, Decimal]]:
+        return [(a.product.id, a.product.price) for a in outcome.alerts]
+
     async with runtime(cfg, db) as rt:
         await poll(rt, "goli")
         store.product(S.ACV).reprice("17.99")
-        assert [a.product.id for a in (await poll(rt, "goli")).alerts] == [S.ACV]
+        assert fired(await poll(rt, "goli")) == [(S.ACV, Decimal("17.99"))]
         assert (await poll(rt, "goli")).alerts == []
-        store.product(S.ACV).reprice("15.99")
+        store.product(S.ACV).reprice("18.99")
+        assert (await poll(rt, "goli")).alerts == []  # a rise
+        store.product(S.ACV).reprice("17.99")  # the same price as at its alert: dropped
         store.product(S.MATCHA).reprice("9.99")  # another product is not held back
-        assert [a.product.id for a in (await poll(rt, "goli")).alerts] == [S.MATCHA]
-        assert sorted(p for _, p in rule_products(rt)) == sorted([S.ACV, S.MATCHA])
+        assert fired(await poll(rt, "goli")) == [(S.MATCHA, Decimal("9.99"))]
+        store.product(S.ACV).reprice("15.99")  # lower than at its alert: a new low alerts
+        assert fired(await poll(rt, "goli")) == [(S.ACV, Decimal("15.99"))]
+        prices = sorted((a.product.id, a.product.price) for a, _ in stored(rt) if a.product)
+        assert prices == sorted(
+            [(S.ACV, Decimal("17.99")), (S.ACV, Decimal("15.99")), (S.MATCHA, Decimal("9.99"))]
+        )
 
-        store.product(S.ACV).reprice("13.99")  # once the hour has passed it fires again
+        store.product(S.ACV).reprice("16.99")
+        assert (await poll(rt, "goli")).alerts == []
+        store.product(S.ACV).reprice("15.99")  # equal again, but the hour has passed
         rt.pipeline.clock = lambda: datetime.now(UTC) + timedelta(hours=1, minutes=1)
-        assert [a.product.id for a in (await poll(rt, "goli")).alerts] == [S.ACV]
+        assert fired(await poll(rt, "goli")) == [(S.ACV, Decimal("15.99"))]
 
 
 # ---------------------------------------------------------------- 10. missing_after

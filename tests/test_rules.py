@@ -18,7 +18,15 @@ import yaml
 from watcher import rules as rules_module
 from watcher.config import MatchConfig, RuleConfig, WatchConfig
 from watcher.diff import diff
-from watcher.models import Change, EventKind, PollResult, PricePoint, Product, Tracked
+from watcher.models import (
+    Change,
+    EventKind,
+    LastAlert,
+    PollResult,
+    PricePoint,
+    Product,
+    Tracked,
+)
 from watcher.rules import RULE_KINDS, RuleContext, RuleKind, evaluate, register
 
 DATA = Path(__file__).parent / "data/core"
@@ -102,7 +110,11 @@ def test_rule_table(case: dict[str, Any]) -> None:
         PricePoint(NOW - duration(p["ago"]), Decimal(p["price"])) for p in case.get("history", [])
     ]
     history = {PID: points} if points else {}
-    alerted = {(r.id, PID): NOW - duration(case["alerted"])} if "alerted" in case else {}
+    alerted = {}
+    if "alerted" in case:  # when the rule last alerted, and (optionally) what it showed then
+        then = case.get("alerted_product")
+        at = NOW - duration(case["alerted"])
+        alerted = {(r.id, PID): LastAlert(at, None if then is None else product(then))}
     drafts = evaluate([r], w, [change], context(w, history, alerted))
     expected = case["fires"]
     if expected is False:
@@ -128,7 +140,7 @@ def test_scenario(case: dict[str, Any]) -> None:
     assert len(case["polls"]) == len(case["fires"]), "one `fires` entry per poll"
     state: dict[str, Tracked] | None = None
     history: dict[str, list[PricePoint]] = {}
-    last_alerted: dict[tuple[str, str], datetime] = {}
+    last_alerted: dict[tuple[str, str], LastAlert] = {}
     for step, (spec, want) in enumerate(zip(case["polls"], case["fires"], strict=True)):
         now = NOW + step * every
         spec = {"products": spec} if isinstance(spec, list) else spec
@@ -142,7 +154,7 @@ def test_scenario(case: dict[str, Any]) -> None:
         drafts = evaluate(rule_set, w, result.changes, ctx)
         assert [f"{d.rule_id}:{d.product.id}" for d in drafts] == want, f"poll {step + 1}"
         for d in drafts:
-            last_alerted[(d.rule_id, d.product.id)] = now
+            last_alerted[(d.rule_id, d.product.id)] = LastAlert(now, d.product)
         for pid in result.history:
             price = result.tracked[pid].product.price
             points = history.setdefault(pid, [])
@@ -210,7 +222,7 @@ def test_one_alert_per_rule_and_product_per_evaluation() -> None:
 
 def test_cooldown_is_per_product_and_per_rule() -> None:
     rs = [rule({"id": "one", "when": "new_item"}), rule({"id": "two", "when": "new_item"})]
-    alerted = {("one", "a"): NOW - timedelta(minutes=1)}
+    alerted = {("one", "a"): LastAlert(NOW - timedelta(minutes=1))}
     drafts = evaluate(
         rs, watch(), [new_change("a"), new_change("b")], context(watch(), None, alerted)
     )

@@ -119,6 +119,15 @@ class DiffResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LastAlert:
+    """When a rule last alerted for a product, and the product as that alert showed it: a
+    repeat inside the cooldown goes out only when it is strictly better."""
+
+    at: datetime
+    product: Product | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PricePoint:
     at: datetime
     price: Decimal

@@ -58,7 +58,7 @@ def evaluate(
             if key in fired or not matches(rule.match, change):
                 continue
             detail = kind.fire(params, change, ctx)
-            if detail is None or _cooling_down(rule, key, ctx):
+            if detail is None or _cooling_down(rule, kind, key, change, ctx):
                 continue
             fired.add(key)
             drafts.append(
@@ -88,9 +88,15 @@ def matches(match: MatchConfig, change: Change) -> bool:
     return match.min_rating is None or (p.rating is not None and p.rating >= match.min_rating)
 
 
-def _cooling_down(rule: RuleConfig, key: tuple[str, str], ctx: RuleContext) -> bool:
+def _cooling_down(
+    rule: RuleConfig, kind: RuleKind, key: tuple[str, str], change: Change, ctx: RuleContext
+) -> bool:
+    """Inside the rule's cooldown for this product, and not strictly better than at its last
+    alert (SPEC §5: a new low is never swallowed; an equal or worse repeat is dropped)."""
     last = ctx.last_alerted.get(key)
-    return last is not None and ctx.now - last < rule.cooldown
+    if last is None or ctx.now - last.at >= rule.cooldown:
+        return False
+    return last.product is None or not kind.better(last.product, change.new)
 
 
 @lru_cache(maxsize=256)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from watcher.formatting import standard_lines
 from watcher.identity import decimal_text
 from watcher.kinds import WATCH_TYPES, Param
-from watcher.models import Change, EventKind, PricePoint, Product
+from watcher.models import Change, EventKind, LastAlert, PricePoint, Product
 
 if TYPE_CHECKING:
     from watcher.configschema import WatchConfig
@@ -41,13 +41,13 @@ class RuleContext:
 
     ``history``: product id → earlier recorded prices, oldest first, *not* including the
     price of the current poll. ``last_alerted``: (rule id, product id) → when that rule last
-    alerted for that product on this watch.
+    alerted for that product on this watch, and the product as it was then.
     """
 
     now: datetime
     watch: WatchConfig
     history: Mapping[str, Sequence[PricePoint]]
-    last_alerted: Mapping[tuple[str, str], datetime]
+    last_alerted: Mapping[tuple[str, str], LastAlert]
 
 
 class RuleKind:
@@ -68,6 +68,12 @@ class RuleKind:
         """The (old, new) values that identify the transition (default: the prices)."""
         return price_values(previous, product)
 
+    def better(self, last: Product, product: Product) -> bool:
+        """Whether ``product`` is strictly better than it was at this rule's last alert: a
+        repeat inside the cooldown then still alerts (a new low is never swallowed). Kinds
+        without an order (new item, stock) never are."""
+        return False
+
     def lines(self, product: Product, previous: Product | None) -> list[str]:
         """The old → new lines of a message, plain text (default: price, then rank moves)."""
         return standard_lines(product, previous)
@@ -75,6 +81,11 @@ class RuleKind:
     def settings(self, given: Params) -> dict[str, Any]:
         """Every parameter of the kind: the given value, else the declared default."""
         return {key: given.get(key, p.default) for key, p in self.params.items()}
+
+
+def lower_price(last: Product, product: Product) -> bool:
+    """The ``better`` of the price kinds: strictly cheaper than at the last alert."""
+    return last.price is not None and product.price is not None and product.price < last.price
 
 
 def price_values(previous: Product | None, product: Product) -> tuple[Value, Value]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 
-from ..models import HistoryPoint, PricePoint
+from ..models import HistoryPoint, LastAlert, PricePoint
 from ..util import as_utc
-from .tables import AlertRow, HistoryRow
+from .tables import AlertRow, HistoryRow, product_from_json
 
 
 class HistoryStore:
@@ -75,16 +75,31 @@ class HistoryStore:
 
     def last_alerted(
         self, watch_id: str, product_ids: Iterable[str]
-    ) -> dict[tuple[str, str], datetime]:
+    ) -> dict[tuple[str, str], LastAlert]:
+        """Per (rule, product) of this watch: its latest alert's time and product (what
+        the cooldown compares a repeat with)."""
         ids = list(product_ids)
         if not ids:
             return {}
+        a = AlertRow.__table__.c
+        latest = (
+            select(a.rule_id, a.product_id, func.max(a.detected_at).label("at"))
+            .where(a.watch_id == watch_id)
+            .where(a.rule_id.is_not(None))
+            .where(a.product_id.in_(ids))
+            .group_by(a.rule_id, a.product_id)
+            .subquery()
+        )
+        query = select(a.rule_id, a.product_id, a.detected_at, a.payload).join(
+            latest,
+            (a.watch_id == watch_id)
+            & (a.product_id == latest.c.product_id)
+            & (a.rule_id == latest.c.rule_id)
+            & (a.detected_at == latest.c.at),
+        )
         with self.session() as s:
-            rows = s.exec(
-                select(AlertRow.rule_id, AlertRow.product_id, func.max(AlertRow.detected_at))
-                .where(AlertRow.watch_id == watch_id)
-                .where(AlertRow.rule_id.is_not(None))  # type: ignore[union-attr]
-                .where(AlertRow.product_id.in_(ids))  # type: ignore[union-attr]
-                .group_by(AlertRow.rule_id, AlertRow.product_id)
-            ).all()
-        return {(r, p): at for r, p, at in rows}
+            rows = s.connection().execute(query).all()
+        return {
+            (rule, pid): LastAlert(as_utc(at), product_from_json(json.loads(payload)["product"]))
+            for rule, pid, at, payload in rows
+        }

@@ -41,6 +41,10 @@ class DiscountAtLeast(RuleKind):
     def values(self, previous: Product | None, product: Product) -> tuple[Value, Value]:
         return (previous.discount_percent if previous else None), product.discount_percent
 
+    def better(self, last: Product, product: Product) -> bool:
+        d, before = product.discount_percent, last.discount_percent
+        return d is not None and before is not None and d > before
+
     def lines(self, product: Product, previous: Product | None) -> list[str]:
         was = previous.discount_percent if previous else None
         line = f"{pct(was)} → {pct(product.discount_percent)} off · {price_or_unknown(product)}"

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from watcher.models import Change, EventKind
 from watcher.param import Param
-from watcher.rules.base import PRICED, Detail, Params, RuleContext, RuleKind, register
+from watcher.rules.base import PRICED, Detail, Params, RuleContext, RuleKind, lower_price, register
 
 
 @register
@@ -21,6 +21,7 @@ class LowestPrice(RuleKind):
         )
     }
     watch_types = PRICED
+    better = staticmethod(lower_price)  # a new low inside the cooldown alerts
 
     def fire(self, params: Params, change: Change, ctx: RuleContext) -> Detail | None:
         if not change.events & {EventKind.PRICE_CHANGE, EventKind.RETURNED_ITEM}:

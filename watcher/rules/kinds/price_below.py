@@ -6,7 +6,16 @@ from typing import ClassVar
 
 from watcher.models import Change, EventKind
 from watcher.param import Param
-from watcher.rules.base import APPEARED, PRICED, Detail, Params, RuleContext, RuleKind, register
+from watcher.rules.base import (
+    APPEARED,
+    PRICED,
+    Detail,
+    Params,
+    RuleContext,
+    RuleKind,
+    lower_price,
+    register,
+)
 
 
 @register
@@ -18,6 +27,7 @@ class PriceBelow(RuleKind):
         "target": Param("decimal", required=True, doc='price, e.g. "30.00"')
     }
     watch_types = PRICED
+    better = staticmethod(lower_price)  # a new low inside the cooldown alerts
 
     def fire(self, params: Params, change: Change, ctx: RuleContext) -> Detail | None:
         target, new = params["target"], change.new.price

@@ -45,5 +45,9 @@ class RankJump(RuleKind):
     def values(self, previous: Product | None, product: Product) -> tuple[Value, Value]:
         return (previous.rank if previous else None), product.rank
 
+    def better(self, last: Product, product: Product) -> bool:
+        r, before = product.rank, last.rank
+        return r is not None and before is not None and r < before
+
     def lines(self, product: Product, previous: Product | None) -> list[str]:
         return [*price_lines(product, previous), rank_line(product, previous)]
