@@ -21,9 +21,10 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
+
+        return cli_main()
+    except KeyboardInterrupt:  # also while the arguments are parsed, before the CLI's own
         return 0
-    return cli_main()
 
 
 if __name__ == "__main__":
