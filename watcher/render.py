@@ -172,10 +172,9 @@ def _message(alert: Alert, template: str | None, m: _Markup) -> str:
 def _product_message(alerts: Sequence[Alert], m: _Markup) -> str:
     own = [(a, custom_message(a)) for a in alerts]
     lines = [m.escape(text) for _, text in own if text is not None]
-    rest = [a for a, text in own if text is None]
-    if rest and rest[0].product is None:  # a notice: a group of its own
-        lines += [m.escape(a.message) for a in rest]
-    elif rest:
+    lines += [m.escape(a.message) for a, _ in own if a.product is None]  # a notice
+    rest = [a for a, text in own if text is None and a.product is not None]
+    if rest:
         lines += _block(rest, "", m)
     return "\n".join(lines)
 
@@ -183,11 +182,12 @@ def _product_message(alerts: Sequence[Alert], m: _Markup) -> str:
 def _digest(alerts: Iterable[Alert], m: _Markup) -> str:
     groups = _sort_groups(by_product(alerts))
     count = sum(len(g) for g in groups)
-    products = sum(1 for g in groups if g[0].product is not None)
     head = f"{count} alerts"
     if len(groups) < count:  # some entries list several reasons of one product
-        entries = len(groups)
-        head += f" on {products} products" if products == entries else f", {entries} entries"
+        products = sum(1 for g in groups if g[0].product is not None)
+        head += f" on {_count(products, 'product')}"
+        if products < len(groups):
+            head += f" and {_count(len(groups) - products, 'notice')}"
     blocks = [m.bold.format(head)]
     for n, group in enumerate(groups, 1):
         if group[0].product is None:
@@ -195,6 +195,10 @@ def _digest(alerts: Iterable[Alert], m: _Markup) -> str:
         else:
             blocks.append("\n".join(_block(group, f"{n}. ", m)))
     return "\n\n".join(blocks)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _block(alerts: Sequence[Alert], prefix: str, m: _Markup) -> list[str]:
