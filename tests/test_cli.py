@@ -495,20 +495,31 @@ async def test_alerts_list_their_delivery_state(world):
 # ---------------------------------------------------------------- demo
 
 
-ALERT_HEAD = re.compile(r"^\[(?P<kind>\w+)\] (?P<rule>\S+) · (?P<watch>\S+)$")
+# a console entry: "[kind] rule · watch", or "[kind, kind] rule, rule · watch" for the alerts
+# of one product in one poll (one message listing each reason)
+ALERT_HEAD = re.compile(
+    r"^\[(?P<kinds>\w+(?:, \w+)*)\] (?P<rules>\S+(?:, \S+)*) · (?P<watch>\S+)$"
+)
 PDP_ID = re.compile(r"https://www\.tiktok\.com/shop/pdp/(?:\S+/)?(?P<id>\d+)$")
+
+
+def console_messages(stdout: str) -> list[tuple[list[str], str, str | None, list[str]]]:
+    """(rules, watch, product id from the link or None, lines) of each message printed."""
+    out: list[tuple[list[str], str, str | None, list[str]]] = []
+    for ln in stdout.splitlines():
+        if m := ALERT_HEAD.match(ln):
+            out.append((m["rules"].split(", "), m["watch"], None, []))
+        elif out and ln.startswith("  "):
+            rules, watch, _, lines = out[-1]
+            lines.append(ln.strip())
+            if link := PDP_ID.search(ln.strip()):
+                out[-1] = (rules, watch, link["id"], lines)
+    return out
 
 
 def console_alerts(stdout: str) -> list[tuple[str, str, str | None]]:
     """(rule, watch, product id from the link or None) of each alert the console printed."""
-    out: list[tuple[str, str, str | None]] = []
-    for ln in stdout.splitlines():
-        if m := ALERT_HEAD.match(ln):
-            out.append((m["rule"], m["watch"], None))
-        elif out and ln.startswith("  ") and (link := PDP_ID.search(ln.strip())):
-            rule, watch, _ = out[-1]
-            out[-1] = (rule, watch, link["id"])
-    return out
+    return [(r, watch, pid) for rules, watch, pid, _ in console_messages(stdout) for r in rules]
 
 
 async def test_demo_prints_exactly_the_documented_alerts_and_stops_after_its_cycles():
@@ -532,6 +543,20 @@ async def test_demo_prints_exactly_the_documented_alerts_and_stops_after_its_cyc
     expected = Counter((e.rule, e.watch, e.product_id) for e in DEMO_EXPECTED_ALERTS)
     linked = Counter(a for a in printed if a[2] is not None)
     assert linked <= expected, linked - expected
+
+    # one message per product per poll: the 29 alerts are 19 messages, the rules that fire
+    # together for one product listed in one of them, its title and values once
+    messages = console_messages(r.stdout)
+    per_poll = Counter((e.step, e.watch, e.product_id) for e in DEMO_EXPECTED_ALERTS)
+    assert len(messages) == len(per_poll) == 19, r.stdout
+    clog = [m for m in messages if m[2] == S.CLASSIC_CLOG and len(m[0]) > 1]
+    assert [rules for rules, *_ in clog] == [
+        ["price-drop-10", "all-time-low"],  # step 2: 44.99 → 34.99
+        ["price-drop-10", "cheap-classic-clog", "all-time-low"],  # step 4: 34.99 → 29.99
+    ]
+    _, _, _, lines = clog[0]
+    assert lines[0].startswith("Price drop · Lowest price: Crocs Unisex-Adult Classic Clogs")
+    assert [ln for ln in lines if "→" in ln] == ["$44.99 → $34.99 (-22%) · 36% off"]
 
 
 LEAKY = """\

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -34,11 +35,18 @@ class Clock:
 class FakeChannel:
     """Records sends; fails the first ``failures`` sends with the given error."""
 
-    def __init__(self, cid: str = "hook", *, group_over: int = 5, max_attempts: int = 8) -> None:
+    def __init__(
+        self,
+        cid: str = "hook",
+        *,
+        group_over: int = 5,
+        max_attempts: int = 8,
+        type: str = "webhook",
+    ) -> None:
         self.id = cid
         self.config = ChannelConfig(
             id=cid,
-            type="webhook",
+            type=type,
             url="http://x",
             group_over=group_over,
             max_attempts=max_attempts,
@@ -180,6 +188,24 @@ async def test_alerts_of_different_polls_are_not_merged(store):
     add(store, *(make_alert(i, batch="w:2") for i in range(2, 4)))
     await Dispatcher(store, {"hook": ch}, clock=clock, sleep=clock.sleep).drain(30)
     assert [len(s) for s in ch.sends] == [1, 1, 1, 1]
+
+
+async def test_a_chat_gets_a_products_alerts_of_one_poll_in_one_send_retried_together(store):
+    """A channel whose type merges per product (here: telegram) is sent a product's alerts
+    together; a failed send retries both deliveries together, and both end sent."""
+    clock = Clock()
+    chat, hook = FakeChannel("tg", type="telegram"), FakeChannel("hook")
+    chat.errors = [DeliveryError("503", retryable=True)]
+    drop, other = make_alert(1), make_alert(2)
+    low = replace(drop, alert_id="a003", kind="lowest_price", rule_id="low")
+    targets = [("tg", "42"), ("hook", "")]
+    store.add_alerts([(a, targets) for a in (drop, other, low)], now=T0)
+    d = Dispatcher(store, {"tg": chat, "hook": hook}, clock=clock, sleep=clock.sleep)
+    assert await d.drain(30)
+    assert chat.started == [["a001", "a003"], ["a002"], ["a001", "a003"]]  # then the retry
+    assert chat.sends == [["a002"], ["a001", "a003"]]
+    assert hook.sends == [["a001"], ["a002"], ["a003"]]
+    assert status(store) == {"sent": 6}
 
 
 async def test_deliveries_for_unbuilt_channels_wait(store):

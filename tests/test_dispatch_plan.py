@@ -1,5 +1,5 @@
-"""Table tests for the dispatcher's pure stages: the plan (hold, group) and the failure
-policy (retry at / dead); the table is tests/data/core/dispatch.yaml."""
+"""Table tests for the dispatcher's pure stages: the plan (hold, group per product, digest)
+and the failure policy (retry at / dead); the table is tests/data/core/dispatch.yaml."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import yaml
 from watcher.config import ChannelConfig
 from watcher.delivery.plan import plan
 from watcher.delivery.policy import Dead, Retry, after_failure
-from watcher.models import Alert, Delivery
+from watcher.kinds import CHANNEL_TYPES
+from watcher.models import Alert, Delivery, Product
 
 TABLE = yaml.safe_load((Path(__file__).parent / "data/core/dispatch.yaml").read_text())
 NOW = "2026-11-24T10:00"
@@ -27,7 +28,7 @@ def channel(cid: str, spec: dict[str, Any]) -> ChannelConfig:
     quiet = spec.get("quiet_hours")
     return ChannelConfig(
         id=cid,
-        type="webhook",
+        type=spec.get("type", "webhook"),
         url="http://x",
         group_over=spec.get("group_over", 5),
         quiet_hours=tuple(quiet.split("-")) if quiet else None,
@@ -48,7 +49,9 @@ def item(spec: dict[str, Any], now: datetime) -> tuple[Delivery, Alert]:
         held=spec.get("held", False),
         claim="instance:pass",
     )
-    alert = Alert(alert_id, "new_item", "w", now, rule_id="r", batch=spec.get("batch", "w:1"))
+    product = Product(id=spec["product"], title="P") if "product" in spec else None
+    batch = spec.get("batch", "w:1")
+    alert = Alert(alert_id, "new_item", "w", now, rule_id="r", product=product, batch=batch)
     return delivery, alert
 
 
@@ -62,7 +65,9 @@ def test_plan(case: dict[str, Any]) -> None:
         for key, until in case.get("mutes", {}).items()
     }
     due = [item(s, now) for s in case["due"]]
-    got = plan(due, channels, mutes, now)
+    # as the dispatcher does: the channels whose type sends a product's alerts as one message
+    merging = {cid for cid, c in channels.items() if CHANNEL_TYPES[c.type].merges_per_product}
+    got = plan(due, channels, mutes, now, per_product=merging)
     want = case["expect"]
     assert [(t.channel, t.target) for t in got] == [
         (w.get("channel", "hook"), w.get("target", "")) for w in want

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from watcher.identity import alert_id
 from watcher.models import Alert, AlertDraft, Product
 from watcher.render import (
+    by_product,
+    custom_message,
     digest_body,
     format_money,
     previous_dict,
@@ -23,6 +25,8 @@ from watcher.render import (
     render_digest_html,
     render_digest_text,
     render_html,
+    render_product_html,
+    render_product_text,
     render_text,
     sort_best_first,
     split_message,
@@ -450,6 +454,108 @@ def test_digest_text_lists_every_alert_best_first() -> None:
     assert "1. Price drop: T2\n$10.00 → $5.00 (-50%)" in text
 
 
+# --- one product, several rules, one poll -----------------------------------------------------
+
+POLL = "goli-store:7"
+
+
+def reasons(*kinds: str, batch: str = POLL, product: Product = NEW) -> list[Alert]:
+    """One alert per kind about ``product`` in the poll ``batch``, as the pipeline makes them."""
+    return [
+        alert(k, alert_id=f"{n}" * 32, rule_id=f"rule-{k}", batch=batch, product=product)
+        for n, k in enumerate(kinds)
+    ]
+
+
+def test_one_product_lists_each_reason_with_title_and_values_once() -> None:
+    text = render_product_text(reasons("price_drop", "lowest_price"))
+    assert text.splitlines() == [
+        "Price drop · Lowest price: Goli Apple Cider Vinegar Gummies",
+        "$19.99 → $14.96 (-25%) · 40% off",
+        "#9 → #3",
+        "https://shop.tiktok.com/view/product/1729",
+    ]
+
+
+def test_each_distinct_value_line_of_the_reasons_once_in_order() -> None:
+    text = render_product_text(reasons("price_drop", "discount_at_least", "rank_jump"))
+    lines = text.splitlines()
+    assert lines[0] == "Price drop · Discount · Rank jump: Goli Apple Cider Vinegar Gummies"
+    assert lines[1:-1] == ["$19.99 → $14.96 (-25%) · 40% off", "#9 → #3", "20% → 40% off · $14.96"]
+    assert text.count("Goli Apple Cider Vinegar Gummies") == 1
+
+
+def test_one_product_html_escapes_and_has_one_title_and_one_link() -> None:
+    evil = reasons("price_drop", "lowest_price", product=EVIL)
+    out = render_product_html(evil)
+    assert out.startswith("Price drop · Lowest price: <b>&lt;script&gt;alert(1)&lt;/script&gt;")
+    assert "<script>" not in out
+    assert out.count("<b>") == 1 and out.count("<a href=") == 1
+
+
+def test_one_alert_renders_as_before() -> None:
+    [one] = reasons("price_drop")
+    assert render_product_text([one]) == render_text(one)
+    assert render_product_html([one]) == render_html(one)
+    assert render_product_html([notice("a <b>")]) == render_html(notice("a <b>"))
+
+
+def test_a_templated_reason_keeps_its_text_on_a_line_of_its_own() -> None:
+    drop, low = reasons("price_drop", "lowest_price")
+    custom = replace(drop, message="Deal <now>: {$14.96}")  # the rule's template, as stored
+    assert custom_message(custom) == "Deal <now>: {$14.96}"
+    assert custom_message(replace(drop, message=render_text(drop))) is None  # the default
+    assert render_product_text([custom, low]).splitlines() == [
+        "Deal <now>: {$14.96}",
+        "Lowest price: Goli Apple Cider Vinegar Gummies",
+        "$19.99 → $14.96 (-25%) · 40% off",
+        "#9 → #3",
+        "https://shop.tiktok.com/view/product/1729",
+    ]
+    html_text = render_product_html([custom, low])
+    assert html_text.splitlines()[0] == "Deal &lt;now&gt;: {$14.96}"
+    both = replace(low, message="Lowest ever")
+    assert render_product_text([custom, both]) == "Deal <now>: {$14.96}\nLowest ever"
+
+
+def test_by_product_groups_one_poll_and_product_only() -> None:
+    drop, low = reasons("price_drop", "lowest_price")
+    other = alert(alert_id="o" * 32, batch=POLL, product=replace(NEW, id="1730"))
+    later = replace(drop, alert_id="l" * 32, batch="goli-store:8")
+    elsewhere = replace(low, alert_id="e" * 32, watch_id="other-store")
+    unknown = replace(drop, alert_id="u" * 32, batch="")
+    n1, n2 = notice(), replace(notice(), alert_id="m" * 32, batch=POLL)
+    got = by_product([drop, other, n1, later, low, elsewhere, unknown, n2, unknown])
+    assert got == [
+        (drop, low),
+        (other,),
+        (n1,),
+        (later,),
+        (elsewhere,),
+        (unknown,),
+        (n2,),
+        (unknown,),
+    ]
+
+
+def test_a_digest_lists_each_product_once_with_its_reasons_best_first() -> None:
+    small_drop = priced("1", "10", "9")  # -10%
+    big_drop = priced("2", "10", "5")  # -50%
+    small_low = replace(small_drop, alert_id="3" * 32, kind="lowest_price")
+    big_low = replace(big_drop, alert_id="4" * 32, kind="lowest_price")
+    alerts = [replace(a, batch=POLL) for a in (small_drop, big_drop, small_low, big_low)]
+    text = render_digest_text([*alerts, notice()])
+    assert text.startswith("5 alerts on 2 products and 1 notice\n\n")
+    entries = text.split("\n\n")[1:]
+    assert entries[0] == "1. Price drop · Lowest price: T2\n$10.00 → $5.00 (-50%)"
+    assert entries[1] == "2. Price drop · Lowest price: T1\n$10.00 → $9.00 (-10%)"
+    assert entries[2] == "3. Watch goli-store returned no products."
+    assert render_digest_html(alerts).startswith("<b>4 alerts on 2 products</b>")
+    # alerts of the same product in different polls are different events: not merged
+    text = render_digest_text([alerts[0], replace(alerts[2], batch="goli-store:8")])
+    assert text.startswith("2 alerts\n\n") and text.count("T1") == 2
+
+
 # --- never raises -----------------------------------------------------------------------------
 
 
@@ -532,6 +638,7 @@ _ALERTS = st.builds(
     product=st.none() | _PRODUCTS,
     previous=st.none() | _PRODUCTS,
     message=st.text(max_size=12),
+    batch=st.sampled_from(["", "w:1"]),  # one poll: alerts of one product are merged
 )
 _TEMPLATES = st.none() | st.text(max_size=12) | st.sampled_from(
     ["{title} {price} {old_price} {discount}% {rank} {old_rank} {url} {rule} {watch} {shop}",
@@ -550,6 +657,8 @@ def test_rendering_never_raises(alerts: list[Alert], template: str | None) -> No
         if a.product is not None:
             transition_values(AlertDraft("r", a.kind, "w", a.product, a.previous))
     assert render_digest_text(alerts).startswith(f"{len(alerts)} alerts")
+    assert isinstance(render_product_text(alerts), str)
+    assert isinstance(render_product_html(alerts), str)
     assert render_digest_html(alerts).startswith(f"<b>{len(alerts)} alerts</b>")
     assert len(sort_best_first(alerts)) == len(alerts)
 

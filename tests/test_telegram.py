@@ -22,9 +22,12 @@ from watcher.config import ChannelConfig
 from watcher.dispatch import Dispatcher
 from watcher.errors import ChatGone, ChatMoved, DeliveryError
 from watcher.models import Alert, Product
+from watcher.simulator import demo as S
+from watcher.simulator import start_simulator
 from watcher.store import Store
 
 from .fakebot import TOKEN, FakeBotAPI
+from .support import WebhookReceiver, run_watcher
 
 CHAT = 4242
 GROUP = -100555
@@ -380,3 +383,122 @@ async def test_a_digest_retried_after_a_failed_part_does_not_repeat_earlier_part
     texts = [s.text for s in fake.sent_to(CHAT)]
     assert len(texts) == parts  # every part once: part 1 was not sent again
     assert len(set(texts)) == parts
+
+
+# ------------------------------------------------- one message per product per poll
+
+
+def reasons_of_one_poll(alert: Alert = ALERT) -> list[Alert]:
+    """``alert`` and a lowest_price for its product, as one poll's pipeline makes them."""
+    drop = replace(alert, batch="goli-store:7")
+    low = replace(drop, alert_id="a2", kind="lowest_price", rule_id="all-time-low")
+    return [drop, low]
+
+
+async def test_two_rules_on_one_product_are_one_photo_listing_both_reasons(fake, channel):
+    await channel.send(str(CHAT), reasons_of_one_poll())
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendPhoto" and sent.photo == ALERT.product.image_url
+    assert sent.text.startswith("Price drop · Lowest price: <b>Gummies &lt;script&gt;")
+    assert sent.text.count("Gummies") == 1
+    assert sent.text.count("$19.99 → $14.96") == 1
+    assert sent.text.count("Open product") == 1
+
+
+async def test_one_product_over_the_caption_limit_is_one_text_message(fake, channel):
+    # a title that fits a caption for one reason (1,019 characters), not for two (1,034)
+    bare = replace(ALERT, product=replace(ALERT.product, title="x"))
+    title = "x" * (CAPTION_LIMIT - 5 - utf16_len(render.render_html(bare)))
+    long = replace(ALERT, product=replace(ALERT.product, title=title))
+    assert [m.photo for m in plan_messages([long])] == [ALERT.product.image_url]
+    alerts = reasons_of_one_poll(long)
+    assert utf16_len(render.render_product_html(alerts)) > CAPTION_LIMIT
+    await channel.send(str(CHAT), alerts)
+    [sent] = fake.sent_to(CHAT)
+    assert sent.method == "sendMessage"
+    assert sent.text.startswith(f"Price drop · Lowest price: <b>{title}</b>")
+    assert sent.params.get("link_preview_options") is None  # the preview shows the photo
+
+
+def test_one_product_beyond_4096_is_split_like_one_alert():
+    huge = replace(ALERT, product=replace(ALERT.product, title="Long " * 900))
+    parts = plan_messages(reasons_of_one_poll(huge))
+    assert len(parts) == 2 and all(p.photo is None for p in parts)
+    assert all(utf16_len(p.text) <= MESSAGE_LIMIT for p in parts)
+    assert parts[0].text.startswith("Price drop · Lowest price: ")
+
+
+def test_a_templated_reason_is_its_own_line_of_the_one_message():
+    drop, low = reasons_of_one_poll()
+    drop = replace(drop, message="Deal <b>now</b>")
+    [msg] = plan_messages([drop, low])
+    assert msg.text.splitlines()[0] == "Deal &lt;b&gt;now&lt;/b&gt;"
+    assert msg.text.splitlines()[1].startswith("Lowest price: <b>Gummies")
+
+
+async def test_through_the_outbox_one_message_and_each_delivery_marked_sent(fake, channel, store):
+    alerts = reasons_of_one_poll()
+    await deliver(store, channel, CHAT, *alerts)
+    assert [s.method for s in fake.sent_to(CHAT)] == ["sendPhoto"]
+    listed = store.recent_alerts()
+    assert sorted(a.alert_id for a, _ in listed) == ["a1", "a2"]
+    assert all([d.status for d in ds] == ["sent"] for _, ds in listed)
+
+
+ONCE_CONFIG = """\
+providers:
+  socialfetch: {api_key: sfk, base_url: "${SIM_URL}", requests_per_second: 100}
+channels:
+  tg: {type: telegram, token: "${TG_TOKEN}", base_url: "${TG_URL}", chat_ids: [4242]}
+  hook: {type: webhook, url: "${HOOK_URL}"}
+watches:
+  - {id: goli-store, type: store, url: "@STORE@", every: 1m, max_pages: 10}
+rules:
+  - {id: price-drop-10, when: price_drop, min_percent: 10, notify: [tg, hook]}
+  - {id: all-time-low, when: lowest_price, notify: [tg, hook]}
+""".replace("@STORE@", S.STORE_URL)
+
+
+async def test_watcher_once_sends_a_chat_one_message_per_product_and_a_webhook_each_alert(
+    fake, tmp_path, db_url
+):
+    """Step 1 of the simulator: the ACV gummies drop 19.99 → 16.99 (a price drop and a new
+    low), the ashwagandha gummies reach a new low: three alerts, two chat messages."""
+    sim = await start_simulator()
+    hook = WebhookReceiver()
+    await hook.start()
+    try:
+        cfg = tmp_path / "rules.yaml"
+        cfg.write_text(ONCE_CONFIG)
+        env = {"SIM_URL": sim.base_url, "HOOK_URL": hook.url, "TG_TOKEN": TOKEN}
+        env["TG_URL"] = fake.base_url
+        args = ("-c", str(cfg), "--db", db_url)
+        assert (r := await run_watcher("once", *args, env=env)).code == 0, r.stderr
+        sim.step()
+        assert (r := await run_watcher("once", *args, env=env)).code == 0, r.stderr
+        alerts = await run_watcher("alerts", "--db", db_url, env=env)
+    finally:
+        await hook.close()
+        await sim.close()
+
+    sent = fake.sent_to(CHAT)
+    assert len(sent) == 2, [s.text for s in sent]
+    acv = [s for s in sent if "Apple Cider Vinegar" in s.body]
+    assert len(acv) == 1 and acv[0].method == "sendPhoto"  # the image once
+    assert acv[0].body.startswith("Price drop · Lowest price: <b>Goli Apple Cider Vinegar")
+    assert acv[0].body.count("$19.99 → $16.99") == 1
+    [other] = [s for s in sent if s is not acv[0]]
+    assert other.body.startswith("Lowest price: <b>Goli Ashwagandha")
+
+    bodies = hook.alerts()
+    assert sorted((b["rule"], b["product"]["id"]) for b in bodies) == sorted(
+        [("price-drop-10", S.ACV), ("all-time-low", S.ACV), ("all-time-low", S.ASHWAGANDHA)]
+    )
+    assert len(hook.accepted) == 3  # one request per alert, no digest
+    assert alerts.code == 0, alerts.stderr
+    lines = alerts.stdout.strip().splitlines()
+    assert len(lines) == 3, alerts.stdout  # each alert listed, with its own deliveries
+    # each alert keeps its own id and its own deliveries, the chat's marked sent with the one
+    # message that carried it
+    assert sorted(ln.split()[2] for ln in lines) == sorted(b["alert_id"][:12] for b in bodies)
+    assert all(ln.endswith(("tg:4242=sent, hook=sent", "hook=sent, tg:4242=sent")) for ln in lines)

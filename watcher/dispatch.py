@@ -21,6 +21,7 @@ from .channels import Channel
 from .delivery.plan import Item, Message, Mutes, TargetPlan, plan, quiet_until
 from .delivery.policy import RETRY_AFTER_CAP, Dead, Retry, after_failure, backoff_delay
 from .errors import ChatGone, ChatMoved, DeliveryError
+from .kinds import CHANNEL_TYPES
 from .store import HEARTBEAT_EVERY, Store
 
 __all__ = ["RETRY_AFTER_CAP", "Dispatcher", "backoff_delay", "quiet_until"]
@@ -157,6 +158,9 @@ class Dispatcher:
         # the outbox's reads and writes never queue behind the polls' database work
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dispatch")
         self._marks = SentMarks(lambda ids: self._db(self.store.mark_sent, ids, self.clock()))
+        # the channels that send a product's alerts of one poll as one message
+        types = {cid: CHANNEL_TYPES.get(ch.config.type) for cid, ch in channels.items()}
+        self._per_product = frozenset(c for c, t in types.items() if t and t.merges_per_product)
 
     async def _db(self, fn: Callable[..., object], *args: object, **kwargs: object):
         loop = asyncio.get_running_loop()
@@ -215,7 +219,7 @@ class Dispatcher:
     def plan(self, due: list[Item], mutes: Mutes) -> list[TargetPlan]:
         """The pure plan of this pass, from the channels' settings and the clock."""
         settings = {cid: ch.config for cid, ch in self.channels.items()}
-        return plan(due, settings, mutes, self.clock())
+        return plan(due, settings, mutes, self.clock(), per_product=self._per_product)
 
     async def _execute(self, target: TargetPlan) -> None:
         """Hold a target's deliveries, or send its messages one after another, in order."""

@@ -102,7 +102,9 @@ class ChannelType:
     ``alert_targets(config, alert, subscribers)`` and ``notice_targets(config)`` say which
     targets of the channel receive a rule alert or a notice (``subscribers`` is the store's
     lookup of subscribed chats, or None). ``has_bot``: the channel's client also serves the
-    command bot (``watcher.bot``).
+    command bot (``watcher.bot``). ``merges_per_product``: a person reads it, so the alerts of
+    one product in one poll go to a target as one message listing each reason (Telegram, the
+    console); a machine reads a webhook, which gets one body per alert.
     """
 
     name: str
@@ -112,11 +114,12 @@ class ChannelType:
     alert_targets: Callable[..., list[str]] = one_target
     notice_targets: Callable[..., list[str]] = one_target
     has_bot: bool = False
+    merges_per_product: bool = False
 
 
 DELIVERY_PARAMS = {
     "max_attempts": Param("positive_int", doc="deliveries before an alert is dead (default 8)"),
-    "group_over": Param("positive_int", doc="more alerts than this per poll → one digest (5)"),
+    "group_over": Param("positive_int", doc="more messages than this per poll → one digest (5)"),
     "quiet_hours": Param("hhmm_range", doc='"23:00-07:00": hold alerts, then one digest'),
     "timezone": Param("timezone", doc="IANA zone for quiet_hours (default UTC)"),
 }

@@ -91,14 +91,59 @@ def render_html(alert: Alert, template: str | None = None) -> str:
     return _message(alert, template, _HTML)
 
 
+def render_product_text(alerts: Sequence[Alert]) -> str:
+    """One plain-text message for several alerts of one product in one poll (``by_product``).
+
+    The headline lists each rule's reason ("Price drop · Lowest price: <title>"), then the
+    old → new lines once (each distinct line of the alerts, in order) and the link. An alert
+    whose stored ``message`` is its rule's ``template`` (``custom_message``) keeps that text,
+    on a line of its own before the others. One alert renders as ``render_text`` does.
+    """
+    return _product_message(alerts, _PLAIN)
+
+
+def render_product_html(alerts: Sequence[Alert]) -> str:
+    """``render_product_text`` for Telegram's HTML parse mode: every dynamic value escaped."""
+    return _product_message(alerts, _HTML)
+
+
 def render_digest_text(alerts: Iterable[Alert]) -> str:
-    """One plain-text message listing a burst of alerts, best deals first."""
+    """One plain-text message listing a burst of alerts, best deals first; the alerts of one
+    product in one poll are one entry listing each reason."""
     return _digest(alerts, _PLAIN)
 
 
 def render_digest_html(alerts: Iterable[Alert]) -> str:
-    """The digest for Telegram's HTML parse mode: one block per alert, best deals first."""
+    """The digest for Telegram's HTML parse mode: one block per product, best deals first."""
     return _digest(alerts, _HTML)
+
+
+def by_product(alerts: Iterable[Alert]) -> list[tuple[Alert, ...]]:
+    """The alerts grouped by ``product_key``, each group in order, groups in order of their
+    first alert: what a person reads as one event."""
+    groups: dict[object, list[Alert]] = {}
+    for a in alerts:
+        groups.setdefault(product_key(a) or object(), []).append(a)
+    return [tuple(g) for g in groups.values()]
+
+
+def product_key(alert: Alert) -> tuple[str, str, str] | None:
+    """(poll, watch, product) of a rule alert about a product; None for a notice, an alert
+    without a product or one of no known poll (empty ``batch``): those stand alone."""
+    if alert.product is None or alert.is_notice or not alert.batch:
+        return None
+    return (alert.batch, alert.watch_id or "", alert.product.id)
+
+
+def custom_message(alert: Alert) -> str | None:
+    """The alert's stored text when its rule's ``template`` made it, else None.
+
+    The pipeline stores ``message`` rendered with the rule's template (a channel does not
+    know the rules): a text that differs from the default one is the template's.
+    """
+    if alert.product is None or not alert.message or alert.message == render_text(alert):
+        return None
+    return alert.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,27 +166,51 @@ def _message(alert: Alert, template: str | None, m: _Markup) -> str:
         text = _apply_template(template, _template_fields(alert))
         if text is not None:
             return m.escape(text)
-    return "\n".join(_block(alert, "", m))
+    return "\n".join(_block((alert,), "", m))
+
+
+def _product_message(alerts: Sequence[Alert], m: _Markup) -> str:
+    own = [(a, custom_message(a)) for a in alerts]
+    lines = [m.escape(text) for _, text in own if text is not None]
+    lines += [m.escape(a.message) for a, _ in own if a.product is None]  # a notice
+    rest = [a for a, text in own if text is None and a.product is not None]
+    if rest:
+        lines += _block(rest, "", m)
+    return "\n".join(lines)
 
 
 def _digest(alerts: Iterable[Alert], m: _Markup) -> str:
-    ordered = sort_best_first(alerts)
-    blocks = [m.bold.format(f"{len(ordered)} alerts")]
-    for n, a in enumerate(ordered, 1):
-        if a.product is None:
-            blocks.append(f"{n}. {m.escape(a.message)}")
+    groups = _sort_groups(by_product(alerts))
+    count = sum(len(g) for g in groups)
+    head = f"{count} alerts"
+    if len(groups) < count:  # some entries list several reasons of one product
+        products = sum(1 for g in groups if g[0].product is not None)
+        head += f" on {_count(products, 'product')}"
+        if products < len(groups):
+            head += f" and {_count(len(groups) - products, 'notice')}"
+    blocks = [m.bold.format(head)]
+    for n, group in enumerate(groups, 1):
+        if group[0].product is None:
+            blocks.append(f"{n}. {m.escape(group[0].message)}")
         else:
-            blocks.append("\n".join(_block(a, f"{n}. ", m)))
+            blocks.append("\n".join(_block(group, f"{n}. ", m)))
     return "\n\n".join(blocks)
 
 
-def _block(alert: Alert, prefix: str, m: _Markup) -> list[str]:
-    """Headline, value lines and link of one alert about a product."""
-    p = alert.product
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _block(alerts: Sequence[Alert], prefix: str, m: _Markup) -> list[str]:
+    """Headline, value lines and link of the alerts about one product in one poll: each
+    reason in the headline, each distinct value line once (one alert: just its own)."""
+    p = alerts[0].product
     assert p is not None
     title = m.bold.format(m.escape(_title(p)))
-    lines = [f"{prefix}{m.escape(_headline(alert))}: {title}"]
-    lines += [m.escape(line) for line in _value_lines(alert)]
+    reasons = " · ".join(dict.fromkeys(_headline(a) for a in alerts))
+    lines = [f"{prefix}{m.escape(reasons)}: {title}"]
+    values = dict.fromkeys(line for a in alerts for line in _value_lines(a))
+    lines += [m.escape(line) for line in values]
     link = m.link(p)
     if link:
         lines.append(link)
@@ -150,13 +219,18 @@ def _block(alert: Alert, prefix: str, m: _Markup) -> list[str]:
 
 def sort_best_first(alerts: Iterable[Alert]) -> list[Alert]:
     """Bigger price drop first, then bigger discount; notices last; otherwise stable."""
+    return sorted(alerts, key=_best_first_key)
 
-    def key(a: Alert) -> tuple[int, Decimal, int]:
-        if a.product is None:
-            return (1, Decimal(0), 0)
-        return (0, -_drop_fraction(a), -(a.product.discount_percent or 0))
 
-    return sorted(alerts, key=key)
+def _sort_groups(groups: Iterable[tuple[Alert, ...]]) -> list[tuple[Alert, ...]]:
+    """``sort_best_first`` over groups of one product: a group ranks by its best alert."""
+    return sorted(groups, key=lambda g: min(_best_first_key(a) for a in g))
+
+
+def _best_first_key(a: Alert) -> tuple[int, Decimal, int]:
+    if a.product is None:
+        return (1, Decimal(0), 0)
+    return (0, -_drop_fraction(a), -(a.product.discount_percent or 0))
 
 
 def split_message(text: str, limit: int = 4096) -> list[str]:

@@ -1,4 +1,8 @@
-"""Prints alerts to standard output: the demo's channel, and handy beside a webhook."""
+"""Prints alerts to standard output: the demo's channel, and handy beside a webhook.
+
+One alert prints as ``[kind] rule · watch`` and its message; the alerts of one product in
+one poll as one entry, ``[kind, kind] rule, rule · watch``, listing each reason.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,12 @@ class ConsoleChannel:
         if len(alerts) == 1:
             a = alerts[0]
             head = f"[{a.kind}] {a.rule_id or 'notice'} · {a.watch_id or '-'}"
-            text = f"{head}\n  " + alerts[0].message.replace("\n", "\n  ")
+            text = f"{head}\n  " + a.message.replace("\n", "\n  ")
+        elif len(render.by_product(alerts)) == 1:  # one product, several rules, one poll
+            kinds = ", ".join(a.kind for a in alerts)
+            rules = ", ".join(a.rule_id or "notice" for a in alerts)
+            head = f"[{kinds}] {rules} · {alerts[0].watch_id or '-'}"
+            text = f"{head}\n  " + render.render_product_text(alerts).replace("\n", "\n  ")
         else:
             text = render.render_digest_text(list(alerts))
         stream.write(text + "\n\n")
@@ -40,4 +49,5 @@ TYPE = ChannelType(
     "Prints alerts to standard output.",
     {"group_over": DELIVERY_PARAMS["group_over"]},
     factory=ConsoleChannel,
+    merges_per_product=True,
 )

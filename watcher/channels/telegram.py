@@ -1,4 +1,5 @@
-"""Telegram delivery through python-telegram-bot: one alert, a digest, or a notice per send.
+"""Telegram delivery through python-telegram-bot: one alert (or the alerts of one product in
+one poll, as one message listing each reason), a digest, or a notice per send.
 
 The channel owns ONE ``telegram.ext.ExtBot`` (exposed as ``.bot``) which the command bot
 (``watcher.bot.BotService``) shares, so sends and replies go through one rate limiter
@@ -218,14 +219,18 @@ class TelegramChannel:
 
 
 def plan_messages(alerts: Sequence[Alert]) -> list[_Message]:
-    """The Bot API calls that deliver ``alerts``: fewest messages, each within its limit."""
-    if len(alerts) > 1:
+    """The Bot API calls that deliver ``alerts``: fewest messages, each within its limit.
+
+    One alert, or several of one product in one poll (``render.by_product``), is one
+    message: a photo when the caption fits, else text; anything else is a digest.
+    """
+    if len(render.by_product(alerts)) > 1:
         return [_Message(t) for t in split_html(render.render_digest_html(alerts))]
     alert = alerts[0]
     if alert.is_notice or alert.product is None:
         text = render.render_html(alert) or html.escape(alert.kind.replace("_", " "))
         return [_Message(t) for t in split_html(text)]
-    text = alert_html(alert)
+    text = render.render_product_html(alerts)
     image = alert.product.image_url
     if image and image.startswith(("https://", "http://")) and utf16_len(text) <= CAPTION_LIMIT:
         return [_Message(text, photo=image, preview=True)]  # preview: for the text fallback
@@ -233,14 +238,9 @@ def plan_messages(alerts: Sequence[Alert]) -> list[_Message]:
 
 
 def alert_html(alert: Alert) -> str:
-    """One alert as Telegram HTML; a rule ``template`` arrives as the alert's ``message``.
-
-    The pipeline renders ``message`` with the rule's template (the channel does not know
-    the rules); when it differs from the default text, it is the template's, sent escaped.
-    """
-    if alert.message and alert.product is not None and alert.message != render.render_text(alert):
-        return html.escape(alert.message)
-    return render.render_html(alert)
+    """One alert as Telegram HTML; a rule ``template`` arrives as the alert's ``message``
+    (``render.custom_message``) and is sent escaped."""
+    return render.render_product_html([alert])
 
 
 def split_html(text: str) -> list[str]:
@@ -301,6 +301,7 @@ TYPE = ChannelType(
     alert_targets=_alert_chats,
     notice_targets=_admin_chats,
     has_bot=True,
+    merges_per_product=True,
 )
 
 __all__ = [

@@ -2,21 +2,25 @@
 messages. Pure: plain data and ``now`` in, a plan out.
 
 Per target (a chat, a webhook URL): held deliveries come back as one digest when their hold
-ends; otherwise a poll's alerts (one ``batch``) go as one digest when there are more than
-the channel's ``group_over``, one by one else. A target's messages are sent in order, one
-after another (a crash then has at most one send of it in flight to repeat); targets are
-independent of each other.
+ends; otherwise a poll's alerts (one ``batch``) go as one digest when they would be more
+messages than the channel's ``group_over``, one message each else. A message is one alert,
+or, for a channel whose type ``merges_per_product`` (a chat, the console: a person reads
+it), all the alerts of one product in that poll: one message listing each reason, so
+``group_over`` counts products there and alerts on a webhook. A target's messages are sent
+in order, one after another (a crash then has at most one send of it in flight to repeat);
+targets are independent of each other. Each alert keeps its own delivery row either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from ..models import Alert, Delivery
+from ..render import product_key
 
 if TYPE_CHECKING:
     from ..configschema import ChannelConfig
@@ -27,7 +31,7 @@ Mutes = Mapping[tuple[str, int], datetime]
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One send: one alert, or a digest of several."""
+    """One send: one alert, the alerts of one product in one poll, or a digest."""
 
     items: tuple[Item, ...]
 
@@ -98,13 +102,21 @@ def plan(
     channels: Mapping[str, ChannelConfig],
     mutes: Mutes,
     now: datetime,
+    *,
+    per_product: Collection[str] = (),
 ) -> list[TargetPlan]:
-    """One plan per (channel, target), in the order the targets first appear in ``due``."""
+    """One plan per (channel, target), in the order the targets first appear in ``due``.
+
+    ``per_product``: the ids of the channels that send a product's alerts of one poll as one
+    message (their type's ``merges_per_product``).
+    """
     by_target: dict[tuple[str, str], list[Item]] = {}
     for item in due:
         by_target.setdefault((item[0].channel, item[0].target), []).append(item)
     return [
-        _target_plan(channel, channels[channel], target, tuple(items), mutes, now)
+        _target_plan(
+            channel, channels[channel], target, tuple(items), mutes, now, channel in per_product
+        )
         for (channel, target), items in by_target.items()
     ]
 
@@ -116,6 +128,7 @@ def _target_plan(
     items: tuple[Item, ...],
     mutes: Mutes,
     now: datetime,
+    per_product: bool,
 ) -> TargetPlan:
     until = hold_until(channel, settings, target, mutes, now)
     if until is not None:
@@ -128,8 +141,17 @@ def _target_plan(
         batches.setdefault(item[1].batch, []).append(item)
     messages: list[Message] = []
     for batch in batches.values():
-        if len(batch) > settings.group_over:
+        sends = _messages(batch) if per_product else [Message((item,)) for item in batch]
+        if len(sends) > settings.group_over:
             messages.append(Message(tuple(batch)))
         else:
-            messages += [Message((item,)) for item in batch]
+            messages += sends
     return TargetPlan(channel, target, items, messages=tuple(messages))
+
+
+def _messages(batch: list[Item]) -> list[Message]:
+    """One message per product of the poll (``render.product_key``), its alerts in order."""
+    groups: dict[object, list[Item]] = {}
+    for item in batch:
+        groups.setdefault(product_key(item[1]) or object(), []).append(item)
+    return [Message(tuple(g)) for g in groups.values()]
