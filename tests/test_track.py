@@ -22,7 +22,8 @@ from watcher.store import PollWrite, SnapshotRow, Store
 
 from .fakebot import TOKEN, FakeBotAPI
 from .support import DaemonProcess, WebhookReceiver, run_watcher, sql, wait_until
-from .test_bot import LISTED, NOW, USER, fake, make_env  # noqa: F401  (fixtures)
+from .test_bot import LISTED, USER, fake, make_env  # noqa: F401  (fixtures)
+from .test_database import plans
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 OTHER = 222
@@ -157,6 +158,83 @@ def test_a_track_removed_after_the_poll_read_it_takes_its_alert_along(db_url):
         assert left.alerted_price == Decimal("18") and left.alerted_at == T0
     finally:
         store.close()
+
+
+def test_a_polls_tracks_are_read_through_their_index(db_url):
+    store = Store(db_url)
+    try:
+        for i in range(60):
+            store.set_track("tg", i, f"p{i % 20}", f"w{i % 3}", BELOW, Decimal(5), None, limit=9)
+        sql(db_url, "ANALYZE" if store.engine.dialect.name == "sqlite" else "ANALYZE track")
+        got = plans(store, lambda: store.tracks_for("w1", ["p1", "p2"]))
+        assert len(got) == 1 and "ix_track_watch_product" in got[0], got
+    finally:
+        store.close()
+
+
+PIPELINE = """\
+providers:
+  socialfetch: {api_key: sfk, base_url: "@SIM@", requests_per_second: 100}
+  keyapi: {api_key: kk, base_url: "@SIM@", requests_per_second: 100}
+channels:
+  hook: {type: webhook, url: "http://127.0.0.1:9/hook"}
+  tg: {type: telegram, token: "1:x", base_url: "http://127.0.0.1:9/bot", chat_ids: [111]}
+watches:
+  - {id: goli-store, type: store, url: "@STORE@", every: 1m, max_pages: 10}
+rules:
+  - {id: any-drop, when: price_drop, notify: [hook, tg]}
+"""
+
+
+async def test_only_a_poll_whose_prices_moved_reads_tracks_and_the_alert_has_one_chat(
+    tmp_path, db_url
+):
+    """ARCHITECTURE.md "Cost per poll": a quiet poll (or one whose changes are not prices)
+    reads no track; the poll whose price moved reads them once and stores the track's
+    alert beside the rule's, with one delivery: the track's chat."""
+    from sqlalchemy import event
+
+    from watcher.config import load_config
+    from watcher.runtime import Runtime
+
+    sim = await start_simulator(page_size=50)
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(PIPELINE.replace("@SIM@", sim.base_url).replace("@STORE@", S.STORE_URL))
+    rt = Runtime(load_config(cfg), db_url)
+    reads: list[str] = []
+
+    def grab(_conn, _cursor, statement, *_args):
+        if " track" in statement and statement.lstrip().upper().startswith("SELECT"):
+            reads.append(statement)
+
+    try:
+        await rt.poll_all()  # baseline
+        rt.store.set_track("tg", OTHER, S.ACV, "goli-store", BELOW, Decimal(18), None, limit=5)
+        event.listen(rt.store.engine, "before_cursor_execute", grab)
+        store = sim.world.stores[S.STORE_URL]
+        await rt.poll_all()  # quiet
+        store.move(S.ACV, 1)  # ranks move, prices do not
+        (outcome,) = await rt.poll_all()
+        assert outcome.status == "ok" and reads == []
+        store.product(S.ACV).reprice("16.99")
+        (outcome,) = await rt.poll_all()
+        assert len(reads) == 1
+        assert sorted((a.rule_id, a.kind) for a in outcome.alerts) == [
+            ("any-drop", "price_drop"),
+            ("track:1", "price_below"),
+        ]
+        deliveries = {
+            a.rule_id: sorted((d.channel, d.target) for d in ds)
+            for a, ds in rt.store.recent_alerts(limit=10)
+        }
+        assert deliveries == {
+            "any-drop": [("hook", ""), ("tg", "111")],
+            "track:1": [("tg", str(OTHER))],
+        }
+    finally:
+        event.remove(rt.store.engine, "before_cursor_execute", grab)
+        await rt.close()
+        await sim.close()
 
 
 # ---------------------------------------------------------------------- the bot
