@@ -177,8 +177,8 @@ providers:
   socialfetch: {api_key: sfk, base_url: "@SIM@", requests_per_second: 100}
   keyapi: {api_key: kk, base_url: "@SIM@", requests_per_second: 100}
 channels:
-  hook: {type: webhook, url: "http://127.0.0.1:9/hook"}
-  tg: {type: telegram, token: "1:x", base_url: "http://127.0.0.1:9/bot", chat_ids: [111]}
+  hook: {type: webhook, url: "@HOOK@"}
+  tg: {type: telegram, token: "@TOKEN@", base_url: "@TG@", chat_ids: [111]}
 watches:
   - {id: goli-store, type: store, url: "@STORE@", every: 1m, max_pages: 10}
 rules:
@@ -186,20 +186,28 @@ rules:
 """
 
 
-async def test_only_a_poll_whose_prices_moved_reads_tracks_and_the_alert_has_one_chat(
-    tmp_path, db_url
+async def test_a_track_alert_goes_through_the_outbox_to_its_chat_alone_and_its_mute(
+    tmp_path,
+    db_url,
+    fake,  # noqa: F811
 ):
     """ARCHITECTURE.md "Cost per poll": a quiet poll (or one whose changes are not prices)
-    reads no track; the poll whose price moved reads them once and stores the track's
-    alert beside the rule's, with one delivery: the track's chat."""
+    reads no track; the poll whose price moved reads them once and stores the track's alert
+    beside the rule's, with one delivery: the track's chat, held while that chat is muted."""
     from sqlalchemy import event
 
     from watcher.config import load_config
     from watcher.runtime import Runtime
 
     sim = await start_simulator(page_size=50)
+    hook = WebhookReceiver()
+    await hook.start()
+    text = PIPELINE.replace("@SIM@", sim.base_url).replace("@STORE@", S.STORE_URL)
+    text = (
+        text.replace("@HOOK@", hook.url).replace("@TOKEN@", TOKEN).replace("@TG@", fake.base_url)
+    )
     cfg = tmp_path / "rules.yaml"
-    cfg.write_text(PIPELINE.replace("@SIM@", sim.base_url).replace("@STORE@", S.STORE_URL))
+    cfg.write_text(text)
     rt = Runtime(load_config(cfg), db_url)
     reads: list[str] = []
 
@@ -207,10 +215,12 @@ async def test_only_a_poll_whose_prices_moved_reads_tracks_and_the_alert_has_one
         if " track" in statement and statement.lstrip().upper().startswith("SELECT"):
             reads.append(statement)
 
+    event.listen(rt.store.engine, "before_cursor_execute", grab)
     try:
         await rt.poll_all()  # baseline
         rt.store.set_track("tg", OTHER, S.ACV, "goli-store", BELOW, Decimal(18), None, limit=5)
-        event.listen(rt.store.engine, "before_cursor_execute", grab)
+        rt.store.set_mute("tg", OTHER, datetime.now(UTC) + timedelta(hours=1))
+        reads.clear()
         store = sim.world.stores[S.STORE_URL]
         await rt.poll_all()  # quiet
         store.move(S.ACV, 1)  # ranks move, prices do not
@@ -231,10 +241,40 @@ async def test_only_a_poll_whose_prices_moved_reads_tracks_and_the_alert_has_one
             "any-drop": [("hook", ""), ("tg", "111")],
             "track:1": [("tg", str(OTHER))],
         }
+        await rt.dispatcher.deliver_due()
+        assert [a["rule"] for a in hook.alerts()] == ["any-drop"]
+        assert len(fake.texts(LISTED)) == 1 and fake.texts(OTHER) == []  # muted: held
+        assert sql(db_url, "SELECT held FROM delivery WHERE target = :t", t=str(OTHER)) == [
+            (True,)
+        ]
+        rt.store.set_mute("tg", OTHER, None)  # the mute ends: what it held comes due
+        await rt.dispatcher.deliver_due()
+        (alert,) = fake.texts(OTHER)
+        assert alert.startswith("Price below target: <b>Goli Apple Cider Vinegar")
+        assert "$19.99 → $16.99" in alert
+        assert len(fake.texts(LISTED)) == 1 and len(hook.alerts()) == 1
     finally:
         event.remove(rt.store.engine, "before_cursor_execute", grab)
         await rt.close()
+        await hook.close()
         await sim.close()
+
+
+def test_a_chat_that_blocks_the_bot_loses_its_tracks_and_a_migrated_one_keeps_them(db_url):
+    store = Store(db_url)
+    try:
+        for chat in (OTHER, THIRD):
+            store.set_track("tg", chat, "p1", "goli", BELOW, Decimal(5), None, limit=5)
+        store.set_track("tg", THIRD, "p2", "goli", DROP, Decimal(5), Decimal(9), limit=5)
+        store.set_track("tg", -1009, "p2", "goli", DROP, Decimal(7), Decimal(9), limit=5)
+        store.forget_chat("tg", OTHER)
+        assert store.tracks("tg", OTHER) == []
+        store.migrate_chat("tg", THIRD, -1009)
+        assert store.tracks("tg", THIRD) == []
+        moved = {(t.product_id, t.kind, t.target) for t in store.tracks("tg", -1009)}
+        assert moved == {("p1", BELOW, Decimal(5)), ("p2", DROP, Decimal(7))}  # its own wins
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------- the bot

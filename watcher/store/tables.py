@@ -162,6 +162,7 @@ class TrackRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("channel", "chat_id", "product_id", "kind"),
         Index("ix_track_watch_product", "watch_id", "product_id"),  # a poll's tracks
+        {"sqlite_autoincrement": True},  # ids never reused: "track:<id>" names one target
     )
     id: int | None = Field(default=None, primary_key=True)
     channel: str

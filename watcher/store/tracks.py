@@ -21,6 +21,7 @@ from ..util import as_utc, utcnow
 from .tables import SnapshotRow, TrackRow, decimal_str, track_from_row
 
 _DECIMALS = ("price", "original_price", "rating")
+_CHUNK = 500  # watch ids per lookup: well below every backend's limit on bound parameters
 
 
 def write_track_hits(conn: Connection, fired: Sequence[Track]) -> set[int]:
@@ -163,12 +164,15 @@ class TrackStore:
         every pair of these watches and products that the snapshots know (primary-key
         lookups: what /track and /tracks ask)."""
         watches, products = list(dict.fromkeys(watch_ids)), list(dict.fromkeys(product_ids))
-        if not watches or not products:
-            return {}
+        out: dict[tuple[str, str], Tracked] = {}
+        if not products:
+            return out
         with self.session() as s:
-            rows = s.exec(
-                select(SnapshotRow)
-                .where(SnapshotRow.watch_id.in_(watches))  # type: ignore[attr-defined]
-                .where(SnapshotRow.product_id.in_(products))  # type: ignore[attr-defined]
-            ).scalars()
-            return {(r.watch_id, r.product_id): _product(r) for r in rows}
+            for i in range(0, len(watches), _CHUNK):  # a config of 10,000 watches: in chunks
+                rows = s.exec(
+                    select(SnapshotRow)
+                    .where(SnapshotRow.watch_id.in_(watches[i : i + _CHUNK]))  # type: ignore[attr-defined]
+                    .where(SnapshotRow.product_id.in_(products))  # type: ignore[attr-defined]
+                ).scalars()
+                out.update({(r.watch_id, r.product_id): _product(r) for r in rows})
+        return out

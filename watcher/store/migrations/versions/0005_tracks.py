@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("alerted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("channel", "chat_id", "product_id", "kind"),
+        sqlite_autoincrement=True,  # ids are never reused: "track:<id>" names one target
     )
     op.create_index("ix_track_watch_product", "track", ["watch_id", "product_id"])
     op.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
