@@ -22,7 +22,7 @@ from watcher.store import PollWrite, SnapshotRow, Store
 
 from .fakebot import TOKEN, FakeBotAPI
 from .support import DaemonProcess, WebhookReceiver, run_watcher, sql, wait_until
-from .test_bot import LISTED, USER, fake, make_env  # noqa: F401  (fixtures)
+from .test_bot import ADMIN, LISTED, USER, fake, make_env  # noqa: F401  (fixtures)
 from .test_database import plans
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -390,6 +390,9 @@ async def test_allow_subscribe_false_refuses_other_chats(make_env):  # noqa: F81
     assert env.store.tracks("deals", USER) == []
     reply = await env.ask(LISTED, USER, "/track 1729 below 19")  # a chat of chat_ids may
     assert reply.text.startswith("Tracking")
+    reply = await env.ask(ADMIN, ADMIN, "/track 1729 below 19")  # and an admin
+    assert reply.text.startswith("Tracking")
+    assert [t.chat_id for t in env.store.tracks("deals", USER)] == []
 
 
 # ---------------------------------------------------------------------- watcher run
@@ -456,6 +459,10 @@ async def test_tracks_alert_their_own_chat_once_across_a_restart(world, db_url):
     d = await daemon().start()
     await d.wait_log("event=poll watch=goli-store status=baseline")
     await d.wait_log("event=poll watch=crocs-search status=baseline")
+    reply = await ask(bot, OTHER, "/start", talk)
+    assert f"This chat's id: <code>{OTHER}</code>" in reply
+    reply = await ask(bot, OTHER, "/track 4242 below 5", talk)
+    assert "No watch covers product 4242" in reply and "goli-store, crocs-search" in reply
     reply = await ask(bot, OTHER, f"/track {S.ACV} below 18", talk)
     assert "Tracking <b>Goli Apple Cider Vinegar Gummy" in reply and "watch goli-store" in reply
     assert "Now: $19.99." in reply and "drops to $18.00 or less" in reply
@@ -466,8 +473,13 @@ async def test_tracks_alert_their_own_chat_once_across_a_restart(world, db_url):
     reply = await ask(bot, THIRD, f"/track {clog_url} drop 10%", talk)
     assert "Tracking <b>Crocs Unisex-Adult Classic Clogs" in reply and "crocs-search" in reply
     assert "falls 10% or more below $44.99 (to $40.49 or less)" in reply
+    reply = await ask(bot, OTHER, f"/track {S.MATCHA} below 5", talk)
+    assert reply.startswith("Tracking <b>Goli Matcha")
+    reply = await ask(bot, OTHER, f"/track {PDP}/{S.ASHWAGANDHA} below 5", talk)
+    assert "This chat has 2 price targets, the most it may have" in reply  # the YAML's 2
     reply = await ask(bot, OTHER, "/tracks", talk)
     assert f"(<code>{S.ACV}</code>) now $19.99 — below $18.00" in reply
+    assert f"(<code>{S.MATCHA}</code>) now $12.99 — below $5.00" in reply
     assert (await d.stop())[0] == 0, d.log()
 
     d = await daemon().start()  # the tracks are in the database, not in the process
@@ -493,16 +505,19 @@ async def test_tracks_alert_their_own_chat_once_across_a_restart(world, db_url):
     second = bot.texts(THIRD)[-1]
     assert "$39.99 → $35.99 (-10%)" in second
     talk.append(f"[chat {THIRD}] alert: {second}")
+    reply = await ask(bot, OTHER, f"/untrack {S.MATCHA}", talk)
+    assert reply == f"Stopped tracking product {S.MATCHA}."
     reply = await ask(bot, OTHER, "/tracks", talk)
-    assert "now $16.99 — below $18.00" in reply
+    assert "(1 of 2)" in reply and "now $16.99 — below $18.00" in reply
     assert (await d.stop())[0] == 0, d.log()
 
     # that one chat alone: not the listed chat, not the webhook, nothing twice
     assert bot.texts(LISTED) == [] and hook.requests == []
-    assert len(bot.texts(OTHER)) == replies[OTHER] + 2  # the alert, then the /tracks reply
+    assert len(bot.texts(OTHER)) == replies[OTHER] + 3  # the alert, then two replies
     result = await run_watcher("alerts", "--db", db_url)
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
+    talk += ["$ watcher alerts", *lines]
     assert len(lines) == 3, lines
     assert sum(f"[price_below] track:1 goli-store {S.ACV} → tg:{OTHER}=sent" in x for x in lines)
     assert (

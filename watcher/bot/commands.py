@@ -278,7 +278,8 @@ class Commands:
         if len(args) != 3:
             raise UsageError(usage("track"))
         chat = _chat(update)
-        if chat not in self.settings.chat_ids and not self.settings.allow_subscribe:
+        allowed = self.settings.allow_subscribe or chat in self.settings.chat_ids
+        if not (allowed or self._is_admin(update)):
             await reply(update, "Sorry, this bot does not take price targets from this chat.")
             return
         product_id = _product_id(args[0], "track")

@@ -311,7 +311,8 @@ def tracked_text(
     title = esc(p.title or f"Product {p.id}")
     verb = "Changed this chat's target on" if replaced else "Tracking"
     lines = [f"{verb} <b>{title}</b> (<code>{esc(p.id)}</code>, watch {esc(watch)})."]
-    lines.append(f"Now: {esc(now_text)}.")
+    gone = "" if tracked.present else " (gone from the watch's listing for now)"
+    lines.append(f"Now: {esc(now_text)}{gone}.")
     if track.kind == BELOW:
         target = format_money(track.target, p.currency)
         if p.price is not None and p.price <= track.target:
