@@ -20,6 +20,7 @@ from ..config import ChannelConfig, Config
 from ..formatting import format_money
 from ..models import Tracked
 from ..report import status_report
+from ..rules.tracks import Track
 from ..status import WatchStatus
 from ..store import Store
 from .format import (
@@ -327,13 +328,7 @@ class Commands:
         )
 
     async def tracks(self, update: Update, args: list[str]) -> None:
-        chat = _chat(update)
-        tracks = await asyncio.to_thread(self.store.tracks, self.channel_id, chat)
-        products = await asyncio.to_thread(
-            self.store.snapshot_products,
-            [t.watch_id for t in tracks],
-            [t.product_id for t in tracks],
-        )
+        tracks, products = await asyncio.to_thread(self._tracks_now, _chat(update))
         limit = self.settings.max_tracks_per_chat
         await reply(update, tracks_text(tracks, products, self.config.watches, limit))
 
@@ -354,6 +349,12 @@ class Commands:
             if n
             else f"This chat does not track product {esc(product_id)}. /tracks lists its targets.",
         )
+
+    def _tracks_now(self, chat: int) -> tuple[list[Track], dict[tuple[str, str], Tracked]]:
+        """The chat's tracks and their products as their watches have them now."""
+        tracks = self.store.tracks(self.channel_id, chat)
+        watches, products = [t.watch_id for t in tracks], [t.product_id for t in tracks]
+        return tracks, self.store.snapshot_products(watches, products)
 
     def _covering(self, product_id: str) -> tuple[str, Tracked] | None:
         """The first configured watch whose latest snapshot has the product (one where it is

@@ -294,8 +294,7 @@ def target_text(track: Track, currency: str | None) -> str:
 
 def percent_text(value: Decimal) -> str:
     """``10``, ``12.5``: a percent as typed, without trailing zeros."""
-    text = f"{value.normalize():f}"
-    return text
+    return f"{value.normalize():f}"
 
 
 def drop_price(reference: Decimal, percent: Decimal) -> Decimal:
