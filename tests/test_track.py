@@ -446,7 +446,7 @@ async def world(tmp_path: Path, db_url: str):
 async def ask(bot: FakeBotAPI, chat: int, text: str, transcript: list[str]) -> str:
     before = len(bot.texts(chat))
     bot.command(chat, chat, text)
-    reply = (await bot.wait_reply(chat, before + 1)).body
+    reply = (await bot.wait_reply(chat, before + 1, timeout=20)).body  # a busy machine
     transcript += [f"[chat {chat}] > {text}", f"[chat {chat}] < {reply}"]
     return reply
 
