@@ -156,6 +156,18 @@ async def test_start_sets_commands_and_help_lists_them(env, fake):
     assert "/status" in reply.text
 
 
+async def test_start_and_help_tell_the_chat_its_id_and_the_user_theirs(env):
+    """What an operator needs for ``chat_ids`` and ``admins``."""
+    reply = await env.ask(SUPERGROUP, USER, "/start")
+    assert reply.text.splitlines()[-1] == (
+        f"This chat's id: <code>{SUPERGROUP}</code> (for <code>chat_ids</code>); "
+        f"your user id: <code>{USER}</code> (for <code>admins</code>)."
+    )
+    reply = await env.ask(USER, USER, "/help")
+    assert f"This chat's id: <code>{USER}</code>" in reply.text
+    assert "/track &lt;product id|link&gt; below &lt;price&gt; | drop &lt;N&gt;%" in reply.text
+
+
 async def test_watches_and_rules(env):
     reply = await env.ask(USER, USER, "/watches")
     assert "goli-store" in reply.text and "every 15m" in reply.text

@@ -43,6 +43,7 @@ class ChannelConfig:
     chat_ids: tuple[int, ...] = ()
     admins: tuple[int, ...] = ()
     allow_subscribe: bool = True
+    max_tracks_per_chat: int = 50  # /track targets one chat may hold
     # every kind
     max_attempts: int = 8
     group_over: int = 5

@@ -3,7 +3,8 @@
 Rule alerts go to the rule's ``notify`` channels, notices to every channel; each channel's
 type says which of its targets get them (``ChannelType.alert_targets`` and
 ``notice_targets``: a Telegram channel's ``chat_ids`` plus subscribed chats, and its admins;
-a webhook or the console is its own single target).
+a webhook or the console is its own single target). A track's alert (``/track``) goes to
+the one chat that set it, nowhere else (``track_targets``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from .config import Config  # loading it registered the channel types
 from .kinds import CHANNEL_TYPES, Subscribers
 from .models import Alert
+from .rules.tracks import Track, is_track_rule
 
-__all__ = ["Subscribers", "route"]
+__all__ = ["Subscribers", "route", "track_targets"]
 
 
 def route(
@@ -26,6 +28,8 @@ def route(
             for ch in config.channels.values()
             for target in CHANNEL_TYPES[ch.type].notice_targets(ch)
         ]
+    if is_track_rule(alert.rule_id):
+        raise ValueError(f"{alert.rule_id}: a track's alert is routed by track_targets")
     rule = config.rules[alert.rule_id]  # type: ignore[index]
     targets: list[tuple[str, str]] = []
     for channel_id in rule.notify:
@@ -34,3 +38,12 @@ def route(
             (ch.id, t) for t in CHANNEL_TYPES[ch.type].alert_targets(ch, alert, subscribers)
         ]
     return targets
+
+
+def track_targets(config: Config, track: Track) -> list[tuple[str, str]]:
+    """A track's alert goes to its own chat alone (never to webhooks, ``chat_ids`` or
+    subscribers); nowhere when its channel is no longer a configured bot."""
+    ch = config.channels.get(track.channel)
+    if ch is None or not CHANNEL_TYPES[ch.type].has_bot:
+        return []
+    return [(ch.id, str(track.chat_id))]

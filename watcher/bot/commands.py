@@ -17,7 +17,10 @@ from telegram.constants import ChatAction, ParseMode
 from .. import chart
 from ..channels.telegram import split_html
 from ..config import ChannelConfig, Config
+from ..formatting import format_money
+from ..models import Tracked
 from ..report import status_report
+from ..rules.tracks import Track
 from ..status import WatchStatus
 from ..store import Store
 from .format import (
@@ -27,9 +30,14 @@ from .format import (
     esc,
     help_text,
     names,
+    not_covered_text,
     parse_duration,
+    parse_target,
+    product_ref,
     rule_params,
     status_text,
+    tracked_text,
+    tracks_text,
     usage,
     watches_text,
     when,
@@ -51,6 +59,16 @@ async def reply(update: Update, text: str) -> None:
         return
     for part in split_html(text):
         await message.reply_text(part, parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEW)
+
+
+def _product_id(text: str, command: str) -> str:
+    product_id = product_ref(text)
+    if product_id is None:
+        raise UsageError(
+            f"{usage(command)}. Give the product id, or its TikTok Shop link (a short "
+            "vm.tiktok.com link: open it and copy the product page's address)."
+        )
+    return product_id
 
 
 def _chat(update: Update) -> int:
@@ -88,6 +106,9 @@ class Commands:
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "mysubs": self.mysubs,
+            "track": self.track,
+            "tracks": self.tracks,
+            "untrack": self.untrack,
             "mute": self.mute,
             "history": self.history,
             "status": self.status,
@@ -100,7 +121,13 @@ class Commands:
     # ------------------------------------------------------------------ commands
 
     async def help(self, update: Update, args: list[str]) -> None:
-        text = help_text(self.settings, _chat(update), admin=self._is_admin(update))
+        user = update.effective_user
+        text = help_text(
+            self.settings,
+            _chat(update),
+            admin=self._is_admin(update),
+            user_id=user.id if user is not None else None,
+        )
         await reply(update, text)
 
     async def watches(self, update: Update, args: list[str]) -> None:
@@ -244,6 +271,98 @@ class Commands:
             cluster=report.cluster,
         )
         await reply(update, text)
+
+    # ------------------------------------------------------------------ tracks
+
+    async def track(self, update: Update, args: list[str]) -> None:
+        """A personal target on a product a watch already covers (no new watch, no credits)."""
+        if len(args) != 3:
+            raise UsageError(usage("track"))
+        chat = _chat(update)
+        allowed = self.settings.allow_subscribe or chat in self.settings.chat_ids
+        if not (allowed or self._is_admin(update)):
+            await reply(update, "Sorry, this bot does not take price targets from this chat.")
+            return
+        product_id = _product_id(args[0], "track")
+        target = parse_target(args[1], args[2])
+        if target is None:
+            raise UsageError(
+                usage("track") + " (a price above 0, or a percentage between 0 and 100)"
+            )
+        kind, value = target
+        found = await asyncio.to_thread(self._covering, product_id)
+        if found is None:
+            await reply(update, not_covered_text(product_id, self.config.watches))
+            return
+        watch_id, tracked = found
+        price = tracked.product.price
+        if price is None:
+            await reply(update, f"Product {esc(product_id)} has no price to track right now.")
+            return
+        limit = self.settings.max_tracks_per_chat
+        status, saved = await asyncio.to_thread(
+            self.store.set_track,
+            self.channel_id,
+            chat,
+            product_id,
+            watch_id,
+            kind,
+            value,
+            price,  # a drop's reference; kept for a below too (what it was when set)
+            limit=limit,
+            now=self.clock(),
+        )
+        if saved is None:
+            await reply(
+                update,
+                f"This chat has {limit} price targets, the most it may have "
+                "(max_tracks_per_chat). /untrack one first; /tracks lists them.",
+            )
+            return
+        now_text = format_money(price, tracked.product.currency)
+        await reply(
+            update,
+            tracked_text(
+                saved, tracked, watch=watch_id, replaced=status == "replaced", now_text=now_text
+            ),
+        )
+
+    async def tracks(self, update: Update, args: list[str]) -> None:
+        tracks, products = await asyncio.to_thread(self._tracks_now, _chat(update))
+        limit = self.settings.max_tracks_per_chat
+        await reply(update, tracks_text(tracks, products, self.config.watches, limit))
+
+    async def untrack(self, update: Update, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError(usage("untrack"))
+        chat = _chat(update)
+        if args[0].lower() == "all":
+            n = await asyncio.to_thread(self.store.untrack, self.channel_id, chat)
+            text = f"Removed {n} price target{'s' if n != 1 else ''}." if n else None
+            await reply(update, text or "This chat had no price targets.")
+            return
+        product_id = _product_id(args[0], "untrack")
+        n = await asyncio.to_thread(self.store.untrack, self.channel_id, chat, product_id)
+        await reply(
+            update,
+            f"Stopped tracking product {esc(product_id)}."
+            if n
+            else f"This chat does not track product {esc(product_id)}. /tracks lists its targets.",
+        )
+
+    def _tracks_now(self, chat: int) -> tuple[list[Track], dict[tuple[str, str], Tracked]]:
+        """The chat's tracks and their products as their watches have them now."""
+        tracks = self.store.tracks(self.channel_id, chat)
+        watches, products = [t.watch_id for t in tracks], [t.product_id for t in tracks]
+        return tracks, self.store.snapshot_products(watches, products)
+
+    def _covering(self, product_id: str) -> tuple[str, Tracked] | None:
+        """The first configured watch whose latest snapshot has the product (one where it is
+        present before one where it is gone), with the product as it has it."""
+        found = self.store.snapshot_products(self.config.watches, [product_id])
+        seen = [(w, found[w, product_id]) for w in self.config.watches if (w, product_id) in found]
+        seen.sort(key=lambda wt: not wt[1].present)  # stable: config order otherwise
+        return seen[0] if seen else None
 
     # ------------------------------------------------------------------ names
 

@@ -7,13 +7,18 @@ no python-telegram-bot, the clock passed in, so replies can be tested without a 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
 from .. import util
 from ..config import ChannelConfig, RuleConfig, WatchConfig
-from ..models import InstanceInfo
+from ..formatting import format_money
+from ..models import InstanceInfo, Tracked
 from ..rules import RULE_KINDS
+from ..rules.tracks import BELOW, DROP, Track
 from ..status import WatchStatus, instance_state, relative
 
 COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
@@ -24,6 +29,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (  # name, arguments, what it does
     ("subscribe", "<rule|watch|all>", "get alerts of a rule, a watch, or everything"),
     ("unsubscribe", "<rule|watch|all>", "stop them (all: every subscription)"),
     ("mysubs", "", "this chat's subscriptions"),
+    ("track", "<product id|link> below <price> | drop <N>%", "alert this chat at your price"),
+    ("tracks", "", "this chat's price targets, with the prices now"),
+    ("untrack", "<product id|link|all>", "remove a price target (all: every one)"),
     ("mute", "<30m|2h|1d|off>", "hold alerts for a while, then get one digest"),
     ("history", "<product id>", "price chart of a product"),
 )
@@ -59,8 +67,11 @@ def parse_duration(text: str) -> timedelta | None:
 # ---------------------------------------------------------------------- replies
 
 
-def help_text(settings: ChannelConfig, chat_id: int, *, admin: bool) -> str:
-    """/start and /help: what the bot does, its commands, and where this chat stands."""
+def help_text(
+    settings: ChannelConfig, chat_id: int, *, admin: bool, user_id: int | None = None
+) -> str:
+    """/start and /help: what the bot does, its commands, where this chat stands, and the
+    ids an operator puts in ``chat_ids`` and ``admins``."""
     lines = [
         "<b>watcher</b> watches TikTok Shop stores, showcases, searches and rankings, and "
         "tells you when a product drops in price, crosses a discount, sells out, comes "
@@ -70,8 +81,16 @@ def help_text(settings: ChannelConfig, chat_id: int, *, admin: bool) -> str:
     ]
     if admin:
         lines += [f"/{c} — {esc(w)}" for c, _, w in ADMIN_COMMANDS]
-    lines += ["", chat_state(settings, chat_id)]
+    lines += ["", chat_state(settings, chat_id), "", ids_text(chat_id, user_id)]
     return "\n".join(lines)
+
+
+def ids_text(chat_id: int, user_id: int | None) -> str:
+    """This chat's id and the user's: what ``chat_ids`` and ``admins`` take."""
+    text = f"This chat's id: <code>{chat_id}</code> (for <code>chat_ids</code>)"
+    if user_id is not None:
+        text += f"; your user id: <code>{user_id}</code> (for <code>admins</code>)"
+    return text + "."
 
 
 def chat_state(settings: ChannelConfig, chat_id: int) -> str:
@@ -207,3 +226,151 @@ def rule_params(r: RuleConfig) -> list[str]:
     if r.cooldown != timedelta(hours=6):
         out.append(f"cooldown={span(r.cooldown)}")
     return out
+
+
+# ---------------------------------------------------------------------- tracks
+
+_BARE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,30}")
+_HUNDRED = Decimal(100)
+_MAX_PRICE = Decimal(10) ** 12
+
+
+def product_ref(text: str) -> str | None:
+    """The product id in ``text``: a bare id, or a TikTok Shop product link, as the
+    upstreams give them (``https://www.tiktok.com/shop/pdp/<id>``, ``…/pdp/<slug>/<id>``) or
+    as the app shares them (``https://shop.tiktok.com/view/product/<id>?region=US``);
+    None for anything else."""
+    text = text.strip().strip("<>")
+    if _BARE_ID.fullmatch(text):
+        return text
+    if len(text) > 2000:
+        return None
+    url = urlsplit(text if "://" in text else f"https://{text}")
+    host = (url.hostname or "").lower()
+    if url.scheme not in ("http", "https") or not (
+        host == "tiktok.com" or host.endswith(".tiktok.com")
+    ):
+        return None
+    parts = [p for p in url.path.split("/") if p]
+    if not ({"pdp", "product"} & {p.lower() for p in parts}):
+        return None
+    ids = [p for p in parts if _DIGITS.fullmatch(p)]
+    return ids[-1] if ids else None
+
+
+def parse_target(kind: str, value: str) -> tuple[str, Decimal] | None:
+    """``below 19.99`` (a price, "$" allowed) or ``drop 10%`` (0 < N < 100); None else."""
+    kind = kind.lower()
+    value = value.strip()
+    if kind == BELOW:
+        value = value.removeprefix("$")
+    elif kind == DROP:
+        value = value.removesuffix("%")
+    else:
+        return None
+    if len(value) > 20:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    if not number.is_finite() or number <= 0:
+        return None
+    if kind == BELOW and number >= _MAX_PRICE:
+        return None
+    if kind == DROP and number >= _HUNDRED:
+        return None
+    return kind, number
+
+
+def target_text(track: Track, currency: str | None) -> str:
+    """``below $19.99`` / ``drop 10% from $24.99``."""
+    if track.kind == BELOW:
+        return f"below {format_money(track.target, currency)}"
+    ref = format_money(track.reference, currency) if track.reference is not None else "?"
+    return f"drop {percent_text(track.target)}% from {ref}"
+
+
+def percent_text(value: Decimal) -> str:
+    """``10``, ``12.5``: a percent as typed, without trailing zeros."""
+    return f"{value.normalize():f}"
+
+
+def drop_price(reference: Decimal, percent: Decimal) -> Decimal:
+    """The highest price that is ``percent`` below ``reference``, to the cent (down)."""
+    return (reference * (_HUNDRED - percent) / _HUNDRED).quantize(Decimal("0.01"), "ROUND_DOWN")
+
+
+def tracked_text(
+    track: Track, tracked: Tracked, *, watch: str, replaced: bool, now_text: str
+) -> str:
+    """/track's answer: what is tracked, where, at what price now, and when it alerts."""
+    p = tracked.product
+    title = esc(p.title or f"Product {p.id}")
+    verb = "Changed this chat's target on" if replaced else "Tracking"
+    lines = [f"{verb} <b>{title}</b> (<code>{esc(p.id)}</code>, watch {esc(watch)})."]
+    gone = "" if tracked.present else " (gone from the watch's listing for now)"
+    lines.append(f"Now: {esc(now_text)}{gone}.")
+    if track.kind == BELOW:
+        target = format_money(track.target, p.currency)
+        if p.price is not None and p.price <= track.target:
+            lines.append(
+                f"It is already at or below {esc(target)}: this chat is alerted the next time "
+                f"it comes down to {esc(target)} or less after going above it."
+            )
+        else:
+            lines.append(f"This chat is alerted when it drops to {esc(target)} or less.")
+    else:
+        assert track.reference is not None
+        ref = format_money(track.reference, p.currency)
+        limit = format_money(drop_price(track.reference, track.target), p.currency)
+        lines.append(
+            f"This chat is alerted when it falls {percent_text(track.target)}% or more below "
+            f"{esc(ref)} (to {esc(limit)} or less), then again at each further "
+            f"{percent_text(track.target)}% fall."
+        )
+    lines.append("/tracks lists this chat's targets; /untrack removes one.")
+    return "\n".join(lines)
+
+
+def not_covered_text(product_id: str, watches: Iterable[str]) -> str:
+    """/track of a product no watch has: tracking adds no watch (and spends no credits)."""
+    return (
+        f"No watch covers product {esc(product_id)}, so it cannot be tracked: /track only "
+        "follows products the configured watches already poll (it adds no watch and spends "
+        f"no credits). Watches: {esc(names(watches))} (see /watches)."
+    )
+
+
+def tracks_text(
+    tracks: Sequence[Track],
+    products: Mapping[tuple[str, str], Tracked],
+    configured: Iterable[str],
+    limit: int,
+) -> str:
+    """/tracks: each target with the product's title and price now (from its watch)."""
+    if not tracks:
+        return (
+            "This chat tracks no product. /track &lt;product id|link&gt; below &lt;price&gt; "
+            "or drop &lt;N&gt;% sets one."
+        )
+    known = set(configured)
+    lines = [f"<b>Price targets</b> ({len(tracks)} of {limit})"]
+    for t in tracks:
+        tracked = products.get((t.watch_id, t.product_id))
+        p = tracked.product if tracked else None
+        title = esc((p.title if p else None) or f"Product {t.product_id}")
+        currency = p.currency if p else None
+        now = format_money(p.price, currency) if p and p.price is not None else "price unknown"
+        if t.watch_id not in known:
+            note = f" (watch {esc(t.watch_id)} is no longer configured: it cannot fire)"
+        elif tracked is not None and not tracked.present:
+            note = " (gone from its watch for now)"
+        else:
+            note = ""
+        lines.append(
+            f"• <b>{title}</b> (<code>{esc(t.product_id)}</code>) now {esc(now)} — "
+            f"{esc(target_text(t, currency))}{note}"
+        )
+    return "\n".join(lines)

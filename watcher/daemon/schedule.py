@@ -23,6 +23,7 @@ from .. import logs
 from ..config import Config
 from ..metrics import Metrics
 from ..pipeline import PollOutcome
+from ..rules.tracks import is_track_rule
 from ..runtime import Runtime
 from ..triggers import GridTrigger as GridTrigger
 from ..triggers import phase_of as phase_of
@@ -100,7 +101,8 @@ class PollRunner:
         if outcome.status in ("failed", "partial"):
             self.metrics.poll_failures.labels(watch=watch_id).inc()
         for a in outcome.alerts:
-            self.metrics.alerts.labels(rule=a.rule_id or "-", kind=a.kind).inc()
+            rule = "track" if is_track_rule(a.rule_id) else a.rule_id or "-"  # one series
+            self.metrics.alerts.labels(rule=rule, kind=a.kind).inc()
         logs.event(
             log,
             "poll",

@@ -14,15 +14,18 @@ from datetime import datetime
 from .. import logs
 from ..config import Config, WatchConfig
 from ..models import Alert, DiffResult, Tracked, WatchState
-from ..routing import Subscribers, route
+from ..routing import Subscribers, route, track_targets
 from ..rules import RuleContext, evaluate
+from ..rules.tracks import Track, evaluate_tracks, priced
 from ..store import PollWrite, Store, as_utc
 from .credits import CreditMeter
-from .decision import Decision, rule_alert
+from .decision import Decision, rule_alert, track_alert
 
 log = logging.getLogger("watcher.pipeline")
 
 Known = tuple[WatchState, Mapping[str, Tracked] | None]
+Targets = list[tuple[str, str]]
+FiredTrack = tuple[Track, Alert, Targets]  # the track as its alert leaves it, the alert, its chat
 
 
 class Memory:
@@ -72,15 +75,23 @@ class Committer:
         self.memory = memory
         self.subscribers = subscribers
 
-    def targets(self, alert: Alert) -> list[tuple[str, str]]:
+    def targets(self, alert: Alert) -> Targets:
         return route(self.config, alert, self.subscribers)
 
     def evaluate(
         self, watch: WatchConfig, d: DiffResult, seq: int, now: datetime, since_seq: int = 0
     ) -> list[Alert]:
-        """The rules over the poll's changes (their history read here: a worker thread)."""
+        """Every alert the poll's changes make: the rules', then the tracks' (a dry run)."""
+        alerts, fired = self._evaluate(watch, d, seq, now, since_seq)
+        return alerts + [a for _, a, _ in fired]
+
+    def _evaluate(
+        self, watch: WatchConfig, d: DiffResult, seq: int, now: datetime, since_seq: int
+    ) -> tuple[list[Alert], list[FiredTrack]]:
+        """The rules and the chats' tracks over the poll's changes, their context read here
+        (a worker thread); a poll without changes reads nothing."""
         if not d.changes:
-            return []
+            return [], []
         ids = [c.product_id for c in d.changes]
         ctx = RuleContext(
             now=now,
@@ -89,7 +100,15 @@ class Committer:
             last_alerted=self.store.last_alerted(watch.id, ids),
         )
         drafts = evaluate(self.config.rules.values(), watch, d.changes, ctx)
-        return [rule_alert(self.config, d_, seq, now) for d_ in drafts]
+        alerts = [rule_alert(self.config, d_, seq, now) for d_ in drafts]
+        moved = priced(d.changes)
+        tracks = self.store.tracks_for(watch.id, moved) if moved else []
+        fired = []
+        for hit in evaluate_tracks(d.changes, tracks, now):
+            targets = track_targets(self.config, hit.track)
+            if targets:
+                fired.append((hit.after, track_alert(hit, watch.id, seq, now), targets))
+        return alerts, fired
 
     def commit(
         self,
@@ -100,12 +119,16 @@ class Committer:
         alerts: list[Alert],
         now: datetime,
     ) -> bool:
-        """The rules, then the poll's one transaction (credits included); False: refused,
-        another writer committed first (the watch is forgotten, so it is read again)."""
+        """The rules and tracks, then the poll's one transaction (credits included); False:
+        refused, another writer committed first (the watch is forgotten, so it is read again)."""
         d = decision.diff
+        fired: list[FiredTrack] = []
         if not decision.baseline:
-            alerts += self.evaluate(watch, d, state.seq, now, state.baseline_seq)
+            ruled, fired = self._evaluate(watch, d, state.seq, now, state.baseline_seq)
+            alerts += ruled  # the caller's list: its outcome counts them
         write = self._write(watch, state.seq, previous, decision, alerts, now)
+        write.track_alerts = fired
+        alerts += [a for _, a, _ in fired]
         write.expected_poll_at = state.last_poll_at
         try:
             with self.meter.carrying() as taken:

@@ -1,7 +1,8 @@
 """The deciding half of a poll, pure: health step, diff, and the state the commit writes.
 
-Rules are evaluated by the commit (their context is read from the database in the same
-worker thread); turning their drafts into alerts is here (``rule_alert``).
+Rules and tracks are evaluated by the commit (their context is read from the database in
+the same worker thread); turning their drafts and hits into alerts is here (``rule_alert``,
+``track_alert``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ..models import (
     Tracked,
     WatchState,
 )
+from ..rules import price_values
+from ..rules.tracks import TrackHit
 
 
 def definition_hash(watch: WatchConfig) -> str:
@@ -122,3 +125,24 @@ def rule_alert(config: Config, draft: AlertDraft, seq: int, now: datetime) -> Al
     )
     template = config.rules[draft.rule_id].template
     return replace(alert, message=render.render_text(alert, template=template))
+
+
+def track_alert(hit: TrackHit, watch_id: str, seq: int, now: datetime) -> Alert:
+    """A track's hit as the alert the outbox stores: rule ``track:<id>``, the kind of the
+    rule that means the same (``price_below`` / ``price_drop``), its own ``alert_id``."""
+    track = hit.track
+    old, new = price_values(hit.previous, hit.product)
+    alert = Alert(
+        alert_id=identity.alert_id(
+            track.rule_id, watch_id, hit.product.id, track.alert_kind, old, new, seq
+        ),
+        kind=track.alert_kind,
+        watch_id=watch_id,
+        detected_at=now,
+        rule_id=track.rule_id,
+        product=hit.product,
+        previous=hit.previous,
+        batch=f"{watch_id}:{seq}",
+        channels=(track.channel,),
+    )
+    return replace(alert, message=render.render_text(alert))

@@ -7,8 +7,8 @@ Everything one poll produces (snapshot, history, alerts, deliveries, state) is w
 transaction by ``commit_poll``: a crash leaves either all of it or none of it.
 
 ``Store`` is composed of one mixin per unit of work: polls (watch state and the poll commit),
-history, alerts, credits and providers, retention, the outbox and chats, and the job queue's
-view for status reports; the engine is opened in ``engine``.
+history, alerts, credits and providers, retention, the outbox and chats, the chats' tracks,
+and the job queue's view for status reports; the engine is opened in ``engine``.
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ from .tables import (
     ProviderStateRow,
     SnapshotRow,
     Subscription,
+    TrackRow,
     WatchStateRow,
     product_from_json,
     product_to_json,
     snapshot_values,
 )
+from .tracks import TrackStore
 
 
 class Store(
@@ -64,6 +66,7 @@ class Store(
     ChatStore,
     StatusStore,
     BotUpdateStore,
+    TrackStore,
 ):
     """Opens the database, creates the schema, and offers one method per unit of work."""
 
@@ -125,6 +128,7 @@ __all__ = [
     "SnapshotRow",
     "Store",
     "Subscription",
+    "TrackRow",
     "WatchState",
     "WatchStateRow",
     "as_utc",

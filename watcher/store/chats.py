@@ -14,6 +14,7 @@ from .tables import (
     Mute,
     Subscription,
 )
+from .tracks import forget_tracks, move_tracks
 
 
 class ChatStore:
@@ -70,7 +71,7 @@ class ChatStore:
         return sorted({chat for chat, scope, name in rows if (scope, name) in wanted})
 
     def forget_chat(self, channel: str, chat_id: int) -> None:
-        """The bot was blocked or removed: drop the chat's subscriptions, mute and deliveries."""
+        """The bot was blocked or removed: drop the chat's subscriptions, mute and tracks."""
         with self.session() as s, s.begin():
             conn = s.connection()
             conn.execute(
@@ -81,9 +82,11 @@ class ChatStore:
             conn.execute(
                 delete(Mute).where(Mute.channel == channel).where(Mute.chat_id == chat_id)
             )
+            forget_tracks(conn, channel, chat_id)
 
     def migrate_chat(self, channel: str, old: int, new: int) -> None:
-        """A group became a supergroup: its subscriptions and pending deliveries follow."""
+        """A group became a supergroup: its subscriptions, tracks and pending deliveries
+        follow."""
         with self.session() as s, s.begin():
             for sub in list(
                 s.exec(
@@ -103,6 +106,7 @@ class ChatStore:
                         )
                     )
                 s.delete(sub)
+            move_tracks(s.connection(), channel, old, new)
             d = DeliveryRow.__table__
             s.connection().execute(
                 update(d)

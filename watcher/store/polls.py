@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import delete
 
 from ..models import PRODUCT_FIELDS, Alert, Product, Tracked, WatchState, product_dict
+from ..rules.tracks import Track
 from ..util import utcnow
 from .alerts import insert_alerts
 from .credits import Credits, increment_credits
@@ -30,6 +31,7 @@ from .tables import (
     snapshot_values,
     watch_state_from_row,
 )
+from .tracks import write_track_hits
 
 # the snapshot columns in ``Product``'s field order (``id`` is ``product_id``)
 _PRODUCT_COLUMNS = tuple(f for f in PRODUCT_FIELDS if f != "id")
@@ -70,6 +72,8 @@ class PollWrite:
     replace_snapshot: bool = False
     history: list[tuple[Tracked, bool]] = field(default_factory=list)  # (tracked, present)
     alerts: list[tuple[Alert, list[tuple[str, str]]]] = field(default_factory=list)
+    # the tracks that fired, as their alerts leave them, each with its alert and its chat
+    track_alerts: list[tuple[Track, Alert, list[tuple[str, str]]]] = field(default_factory=list)
     credits: list[Credits] = field(default_factory=list)  # spent, committed either way
     # the state's last_poll_at the poll started from (UNCHECKED: seq alone guards): every
     # write of a watch's state sets it, so another process's quiet write is caught too
@@ -78,7 +82,8 @@ class PollWrite:
     @property
     def changes(self) -> bool:
         """Whether the poll writes anything but the watch's state (and so advances its seq)."""
-        return bool(self.upserts or self.history or self.alerts or self.replace_snapshot)
+        writes = (self.upserts, self.history, self.alerts, self.track_alerts)
+        return any(writes) or self.replace_snapshot
 
 
 class PollStore:
@@ -231,4 +236,8 @@ class PollStore:
                     for t, present in w.history
                 ],
             )
-        insert_alerts(conn, w.alerts, w.now)
+        alerts = w.alerts
+        if w.track_alerts:  # a track removed since the poll read it takes its alert along
+            alive = write_track_hits(conn, [t for t, _, _ in w.track_alerts])
+            alerts = alerts + [(a, to) for t, a, to in w.track_alerts if t.id in alive]
+        insert_alerts(conn, alerts, w.now)

@@ -17,8 +17,9 @@ from sqlmodel import Field, SQLModel
 
 from ..models import Alert, Delivery, Product, ProviderState, Tracked, WatchState
 from ..models import product_dict as product_to_json  # the one Product → JSON
+from ..rules.tracks import Track
 
-SCHEMA_VERSION = 4  # meta.schema_version; the Alembic revisions are in migrations/versions
+SCHEMA_VERSION = 5  # meta.schema_version; the Alembic revisions are in migrations/versions
 
 
 # ---------------------------------------------------------------- tables
@@ -154,6 +155,28 @@ class Mute(SQLModel, table=True):
     until: datetime
 
 
+class TrackRow(SQLModel, table=True):
+    """A chat's /track: its target on a product of a watch, and what its last alert left."""
+
+    __tablename__ = "track"
+    __table_args__ = (
+        UniqueConstraint("channel", "chat_id", "product_id", "kind"),
+        Index("ix_track_watch_product", "watch_id", "product_id"),  # a poll's tracks
+        {"sqlite_autoincrement": True},  # ids never reused: "track:<id>" names one target
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    chat_id: int = Field(sa_type=BigInteger)
+    product_id: str
+    watch_id: str
+    kind: str  # below | drop
+    target: str  # Decimal text: the price (below) or the percent (drop)
+    reference: str | None = None  # drop: the price the fall is measured from
+    alerted_price: str | None = None
+    alerted_at: datetime | None = None
+    created_at: datetime
+
+
 class InstanceRow(SQLModel, table=True):
     """A process that claims deliveries; its claims live as long as its heartbeat does."""
 
@@ -208,6 +231,23 @@ def provider_state_from_row(row: ProviderStateRow) -> ProviderState:
 def delivery_from_row(row: DeliveryRow) -> Delivery:
     assert row.id is not None  # read back from the database
     return Delivery(**row.model_dump())
+
+
+def track_from_row(row: TrackRow) -> Track:
+    assert row.id is not None  # read back from the database
+    return Track(
+        id=row.id,
+        channel=row.channel,
+        chat_id=row.chat_id,
+        product_id=row.product_id,
+        watch_id=row.watch_id,
+        kind=row.kind,
+        target=Decimal(row.target),
+        reference=_dec(row.reference),
+        alerted_price=_dec(row.alerted_price),
+        alerted_at=row.alerted_at,
+        created_at=row.created_at,
+    )
 
 
 def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
