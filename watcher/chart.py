@@ -110,7 +110,6 @@ def price_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -145,8 +144,9 @@ def price_figure(
         ax.step(xs_line, ys_line, where="post", color=color, linewidth=2.2,
                 label=f"price{suffix}", zorder=3)  # fmt: skip
         if not several:  # the discount: the gap between the list price and the price
-            ax.fill_between(xs_line, ys_line, lists_line, step="post", color=color,
-                            alpha=0.07, linewidth=0)  # fmt: skip
+            fx, fy = _steps(xs_line, ys_line)
+            _, fl = _steps(xs_line, lists_line)
+            ax.fill_between(fx, fy, fl, color=color, alpha=0.07, linewidth=0)
         ax.plot(xs, ys, linestyle="none", marker="o", markersize=3.2, color=color,
                 zorder=4)  # fmt: skip
         gone = [(x, _last_before(ys, k)) for k, (x, ok) in enumerate(zip(xs, here, strict=True))
@@ -171,8 +171,9 @@ def price_figure(
         spread = float(top - bottom)
         pad = spread * 0.22 if spread else abs(float(top)) * 0.1 or 1.0
         ax.set_ylim(float(bottom) - pad, float(top) + pad)
-        _mark_extremes(ax, low, high, currency, times)
-        ax.yaxis.set_major_formatter(FuncFormatter(_tick_format(low.price, high.price)))
+        assert end is not None  # there are rows
+        _mark_extremes(ax, low, high, currency, [min(times), end])
+        ax.yaxis.set_major_formatter(_money_ticks())
 
     if times and min(times) == max(times) == end:  # one instant: a day around it, not years
         ax.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
@@ -180,11 +181,21 @@ def price_figure(
         pad = (end - min(times)) * 0.03
         ax.set_xlim(min(times) - pad, end + pad)
 
-    ax.set_title(shorten(title, TITLE_CHARS), fontsize=12, fontweight="bold", loc="left")
+    ax.set_title(shorten(title, TITLE_CHARS), fontsize=12, fontweight="bold", loc="left",
+                 fontfamily=_title_fonts())  # fmt: skip
     ax.set_ylabel(f"Price ({currency.upper()})" if currency else "Price")
-    locator = AutoDateLocator(tz=UTC)
+    locator = _date_locator(min(times), end) if times and end else AutoDateLocator(tz=UTC)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
+    ax.xaxis.set_major_formatter(
+        ConciseDateFormatter(
+            locator,
+            tz=UTC,
+            # "9 Nov" rather than a bare "09" whose month only the corner names
+            formats=["%Y", "%b", "%-d %b", "%H:%M", "%H:%M", "%S.%f"],
+            zero_formats=["", "%Y", "%-d %b", "%-d %b", "%H:%M", "%H:%M"],
+            offset_formats=["", "%Y", "%Y", "%Y-%m-%d", "%Y-%m-%d", "%Y-%m-%d %H:%M"],
+        )
+    )
     ax.set_xlabel("UTC", fontsize=9, color="#555555")
     ax.grid(True, axis="y", alpha=0.3)
     ax.grid(True, axis="x", alpha=0.12)
@@ -254,13 +265,14 @@ def shorten(text: str, limit: int) -> str:
     space = cut.rfind(" ")
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:-–—|") + "…"
+    return cut.rstrip(" ,;:-–—|&+/") + "…"
 
 
 def _mark_extremes(
     ax: Any, low: Extreme, high: Extreme, currency: str | None, times: list[datetime]
 ) -> None:
-    """Mark the lowest and highest points with their value and date, inside the axes."""
+    """Mark the lowest and highest points with their value and date, inside the axes
+    (``times``: the time span the chart shows)."""
     span = (max(times) - min(times)) if times else timedelta(0)
     marks = [(low, "lowest", _LOW, -1)]
     if high.price != low.price:
@@ -284,6 +296,29 @@ def _mark_extremes(
                           "alpha": 0.8})  # fmt: skip
 
 
+# Fonts a title in Chinese, Japanese, Korean or Thai falls back to, when the host has them
+# (Debian: fonts-noto-cjk, fonts-noto-core); matplotlib's own DejaVu Sans has none of them.
+_FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "Noto Sans Thai")
+
+
+def _title_fonts() -> list[str]:
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in _FALLBACK_FONTS if name in installed)]
+
+
+def _date_locator(start: datetime, end: datetime) -> Any:
+    """Mondays for a history of weeks (a month's day-of-month ticks crowd at its end:
+    "29 Nov" beside "1 Dec"), matplotlib's choice otherwise."""
+    from matplotlib.dates import MO, AutoDateLocator, WeekdayLocator
+
+    days = (end - start) / timedelta(days=1)
+    if 10 <= days <= 120:
+        return WeekdayLocator(byweekday=MO, interval=max(1, math.ceil(days / 7 / 8)), tz=UTC)
+    return AutoDateLocator(tz=UTC)
+
+
 def _fraction(at: datetime, times: list[datetime]) -> float:
     if not times or max(times) == min(times):
         return 0.5
@@ -301,17 +336,20 @@ def _when(at: datetime, span: timedelta) -> str:
     return f"{at:%-d %b %Y}"
 
 
-def _tick_format(low: Decimal, high: Decimal) -> Any:
-    places = 0 if high >= 1000 or (high - low >= 50 and _whole(low) and _whole(high)) else 2
+def _money_ticks() -> Any:
+    """Price ticks as "30" when every tick is whole, else "32.50" (decided for all ticks at
+    once, so one axis never mixes the two)."""
+    from matplotlib.ticker import Formatter
 
-    def fmt(value: float, _pos: int) -> str:
-        return f"{value:,.{places}f}"
+    class MoneyTicks(Formatter):
+        def format_ticks(self, values: Any) -> list[str]:
+            whole = all(float(v).is_integer() for v in values)
+            return [f"{v:,.0f}" if whole else f"{v:,.2f}" for v in values]
 
-    return fmt
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:,.2f}"
 
-
-def _whole(value: Decimal) -> bool:
-    return value == value.to_integral_value()
+    return MoneyTicks()
 
 
 def _series(rows: Sequence[Any]) -> dict[str, list[Any]]:
@@ -338,6 +376,20 @@ def _prices(rows: Sequence[Any], field: str) -> list[float]:
         d = _decimal(getattr(r, field, None))
         out.append(math.nan if d is None else float(d))
     return out
+
+
+def _steps(xs: list[datetime], ys: list[float]) -> tuple[list[datetime], list[float]]:
+    """A step line ("post": each value holds until the next x) as plain points, so that
+    ``fill_between`` fills up to the next x even when the next value is a gap."""
+    out_x: list[datetime] = []
+    out_y: list[float] = []
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        out_x.append(x)
+        out_y.append(y)
+        if k + 1 < len(xs):
+            out_x.append(xs[k + 1])
+            out_y.append(y)
+    return out_x, out_y
 
 
 def _present(row: Any) -> bool:
