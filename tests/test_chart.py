@@ -236,3 +236,22 @@ def test_summary_reads_decimal_prices_and_the_span():
     assert history_summary(gone, "Gummies", "USD").splitlines()[1] == (
         "now gone · lowest $19.99 · highest $19.99"
     )
+
+
+def test_a_ranking_row_without_prices_gets_a_rank_chart():
+    """KeyAPI categories have no price: the chart follows the rank, #1 on top."""
+    rows = [
+        HistoryPoint("beauty-top", "601602", T0, rank=17),
+        HistoryPoint("beauty-top", "601602", T0 + timedelta(hours=5), rank=3),
+        HistoryPoint("beauty-top", "601602", T0 + timedelta(hours=9), rank=6),
+    ]
+    fig = price_figure(rows, "Lip Gloss")
+    (ax,) = fig.axes
+    assert ax.get_ylabel() == "Rank (#1 is the top)"
+    assert ax.yaxis_inverted()
+    assert set(lines_by_label(fig)) == {"rank"}
+    assert annotations(fig) == ["best #3\n1 Nov 05:00 UTC", "worst #17\n1 Nov 00:00 UTC"]
+    text = png_text(render_price_chart(rows, "Lip Gloss"))
+    assert text["Best"] == "#3 2026-11-01T05:00:00Z" and text["Worst"].startswith("#17 ")
+    assert "Lowest" not in text
+    assert history_summary(rows, "Lip Gloss").splitlines()[1] == "now #6 · best #3 · worst #17"

@@ -106,6 +106,8 @@ def price_figure(
     One sale-price line per watch that saw the product (usually one), its list price dashed
     beside it where known, ✕ where the product counted as gone; each line holds its last
     price until ``until`` (the last poll) or the latest row. Rows without a price leave a gap.
+    A product no row has a price for but some a rank (a KeyAPI category) gets its rank
+    instead, #1 on top.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
@@ -120,15 +122,18 @@ def price_figure(
     if end is not None and until is not None and as_utc(until) > end:
         end = as_utc(until)
     several = len(series) > 1
+    # a product known only by its rank (a KeyAPI category) gets a rank chart, #1 on top
+    field = "rank" if by_rank(rows) else "price"
+    noun = "rank" if field == "rank" else "price"
     colors = [_PRICE, "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     gone_labelled = False
     for i, (watch_id, points) in enumerate(series.items()):
         color = colors[i % len(colors)]
         xs = [as_utc(r.at) for r in points]
         here = [_present(r) for r in points]
-        ys = [p if ok else math.nan for p, ok in zip(_prices(points, "price"), here, strict=True)]
+        ys = [p if ok else math.nan for p, ok in zip(_prices(points, field), here, strict=True)]
         lists = [
-            p if ok else math.nan
+            p if ok and field == "price" else math.nan
             for p, ok in zip(_prices(points, "original_price"), here, strict=True)
         ]
         xs_line, ys_line, lists_line = list(xs), list(ys), list(lists)
@@ -142,8 +147,8 @@ def price_figure(
                     linestyle="--", linewidth=1.3, alpha=0.8,
                     label=f"list price{suffix}")  # fmt: skip
         ax.step(xs_line, ys_line, where="post", color=color, linewidth=2.2,
-                label=f"price{suffix}", zorder=3)  # fmt: skip
-        if not several:  # the discount: the gap between the list price and the price
+                label=f"{noun}{suffix}", zorder=3)  # fmt: skip
+        if not several and field == "price":  # the discount: the gap to the list price
             fx, fy = _steps(xs_line, ys_line)
             _, fl = _steps(xs_line, lists_line)
             ax.fill_between(fx, fy, fl, color=color, alpha=0.07, linewidth=0)
@@ -158,9 +163,9 @@ def price_figure(
                     label=None if gone_labelled else "gone (removed)")  # fmt: skip
             gone_labelled = True
 
-    low, high = extremes(rows)
+    low, high = extremes(rows, field)
     listed = [_decimal(getattr(r, "original_price", None)) for r in rows if _present(r)]
-    listed_known = [d for d in listed if d is not None]
+    listed_known = [d for d in listed if d is not None] if field == "price" else []
     if low is None or high is None:
         ax.text(0.5, 0.5, "no known price", ha="center", va="center", transform=ax.transAxes,
                 fontsize=12, color=_LIST)  # fmt: skip
@@ -170,10 +175,16 @@ def price_figure(
         top = max([high.price, *listed_known])
         spread = float(top - bottom)
         pad = spread * 0.22 if spread else abs(float(top)) * 0.1 or 1.0
-        ax.set_ylim(float(bottom) - pad, float(top) + pad)
+        if field == "rank":
+            ax.set_ylim(float(top) + max(pad, 1), max(float(bottom) - max(pad, 1), 0.5))
+            ax.yaxis.set_major_locator(_rank_locator())
+            ax.yaxis.set_major_formatter(_rank_ticks())
+        else:
+            ax.set_ylim(float(bottom) - pad, float(top) + pad)
+            ax.yaxis.set_major_formatter(_money_ticks())
         assert end is not None  # there are rows
-        _mark_extremes(ax, low, high, currency, [min(times), end])
-        ax.yaxis.set_major_formatter(_money_ticks())
+        _mark_extremes(ax, low, high, currency if field == "price" else None,
+                       [min(times), end], by_rank=field == "rank")  # fmt: skip
 
     if times and min(times) == max(times) == end:  # one instant: a day around it, not years
         ax.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
@@ -183,7 +194,10 @@ def price_figure(
 
     ax.set_title(shorten(title, TITLE_CHARS), fontsize=12, fontweight="bold", loc="left",
                  fontfamily=_title_fonts())  # fmt: skip
-    ax.set_ylabel(f"Price ({currency.upper()})" if currency else "Price")
+    if field == "rank":
+        ax.set_ylabel("Rank (#1 is the top)")
+    else:
+        ax.set_ylabel(f"Price ({currency.upper()})" if currency else "Price")
     locator = _date_locator(min(times), end) if times and end else AutoDateLocator(tz=UTC)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(
@@ -209,12 +223,19 @@ def price_figure(
     return fig
 
 
-def extremes(rows: Sequence[Any]) -> tuple[Extreme | None, Extreme | None]:
-    """The lowest and the highest known price of products present, each first reached when."""
+def by_rank(rows: Sequence[Any]) -> bool:
+    """No row has a price but some have a rank: the chart (and its marks) follow the rank."""
+    prices = any(_decimal(r.price) is not None for r in rows)
+    return not prices and any(getattr(r, "rank", None) is not None for r in rows)
+
+
+def extremes(rows: Sequence[Any], field: str = "price") -> tuple[Extreme | None, Extreme | None]:
+    """The lowest and the highest known ``field`` (price, or rank) of products present, each
+    first reached when."""
     low: Extreme | None = None
     high: Extreme | None = None
     for r in sorted(rows, key=lambda r: as_utc(r.at)):
-        price = _decimal(r.price)
+        price = _decimal(getattr(r, field, None))
         if price is None or not _present(r):
             continue
         if low is None or price < low.price:
@@ -226,8 +247,18 @@ def extremes(rows: Sequence[Any]) -> tuple[Extreme | None, Extreme | None]:
 
 def chart_metadata(rows: Sequence[Any], title: str, currency: str | None) -> dict[str, str]:
     """The PNG's text chunks: what the chart shows, in words."""
-    low, high = extremes(rows)
     meta = {"Title": title, "Software": "watcher"}
+    if by_rank(rows):
+        best, worst = extremes(rows, "rank")
+        assert best is not None and worst is not None
+        meta["Best"] = f"#{best.price} {best.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Worst"] = f"#{worst.price} {worst.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Description"] = (
+            f"Rank history: best #{best.price} on {best.at:%Y-%m-%d}, "
+            f"worst #{worst.price} on {worst.at:%Y-%m-%d} (UTC)"
+        )
+        return meta
+    low, high = extremes(rows)
     if currency:
         meta["Currency"] = currency.upper()
     if low is not None and high is not None:
@@ -269,14 +300,26 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _mark_extremes(
-    ax: Any, low: Extreme, high: Extreme, currency: str | None, times: list[datetime]
+    ax: Any,
+    low: Extreme,
+    high: Extreme,
+    currency: str | None,
+    times: list[datetime],
+    *,
+    by_rank: bool = False,
 ) -> None:
     """Mark the lowest and highest points with their value and date, inside the axes
-    (``times``: the time span the chart shows)."""
+    (``times``: the time span the chart shows). On a rank chart (#1 on top) the lowest
+    number is the best rank."""
     span = (max(times) - min(times)) if times else timedelta(0)
-    marks = [(low, "lowest", _LOW, -1)]
-    if high.price != low.price:
-        marks.append((high, "highest", _HIGH, 1))
+    if by_rank:
+        marks = [(low, "best", _LOW, 1)]
+        if high.price != low.price:
+            marks.append((high, "worst", _HIGH, -1))
+    else:
+        marks = [(low, "lowest", _LOW, -1)]
+        if high.price != low.price:
+            marks.append((high, "highest", _HIGH, 1))
     for point, word, color, direction in marks:
         x, y = point.at, float(point.price)
         ax.plot([x], [y], marker="v" if direction < 0 else "^", markersize=9, color=color,
@@ -284,11 +327,11 @@ def _mark_extremes(
         where = _fraction(point.at, times)
         ha = "left" if where < 0.2 else "right" if where > 0.8 else "center"
         dx = {"left": -6, "right": 6, "center": 0}[ha]
-        text = f"{word} {format_money(point.price, currency)}\n{_when(point.at, span)}"
+        value = f"#{point.price}" if by_rank else format_money(point.price, currency)
+        when = _when(point.at, span)
+        text = f"{word} {value}\n{when}"
         if high.price == low.price:
-            text = (
-                f"{format_money(point.price, currency)} throughout\nsince {_when(point.at, span)}"
-            )
+            text = f"{value} throughout\nsince {when}"
         ax.annotate(text, (x, y), xytext=(dx, 14 * direction), textcoords="offset points",
                     ha=ha, va="bottom" if direction > 0 else "top", fontsize=8.5,
                     color=color, fontweight="bold", zorder=7,
@@ -334,6 +377,18 @@ def _when(at: datetime, span: timedelta) -> str:
     if span < timedelta(days=300):
         return f"{at:%-d %b}"
     return f"{at:%-d %b %Y}"
+
+
+def _rank_locator() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True, min_n_ticks=2)
+
+
+def _rank_ticks() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _pos: f"#{value:.0f}" if value >= 1 else "")
 
 
 def _money_ticks() -> Any:

@@ -37,25 +37,24 @@ _STOCK = _Words(
     gone="out of stock",
     back="back in stock",
     unlisted="not listed",
-    missing="not listed in that poll (it counts as out of stock after missing_after "
-    "complete polls without it), or first seen in a poll with a failed page "
-    "(only complete polls set ranks)",
+    missing="not listed in that poll (out of stock after missing_after such polls), "
+    "or new in a poll with a failed page: only complete polls rank",
     absent="out of stock then: only listed products have a position",
 )
 _RESULTS = _Words(
     gone="left the results",
     back="back in the results",
     unlisted="not in the results",
-    missing="not in that poll's results, or first seen in a poll with a failed page "
-    "(only complete polls set ranks)",
+    missing="not in that poll's results, or new in a poll with a failed page: "
+    "only complete polls rank",
     absent="not in the results then: only listed products have a position",
 )
 _UNKNOWN = _Words(
     gone="gone",
     back="back",
     unlisted="not seen",
-    missing="not among the products that poll read, or first seen in a poll with a failed "
-    "page (only complete polls set ranks)",
+    missing="not among the products that poll read, or new in a poll with a failed page: "
+    "only complete polls rank",
     absent="gone then (out of stock or out of the results): no position",
 )
 
@@ -139,7 +138,7 @@ def history_table(record: ProductHistory, watch_types: Mapping[str, str] | None 
             [
                 as_utc(r.at).strftime(stamp),
                 r.watch_id,
-                "?" if r.price is None else format_money(r.price, currency),
+                "" if r.price is None else format_money(r.price, currency),
                 "" if r.discount_percent is None else pct(r.discount_percent),
                 rank,
                 "" if r.sold is None else count_text(r.sold),
@@ -148,7 +147,12 @@ def history_table(record: ProductHistory, watch_types: Mapping[str, str] | None 
         )
         previous[r.watch_id] = r
     header = ["when (UTC)", "watch", "price", "disc", "rank", "sold", "what changed"]
-    right = {2, 3, 4, 5}
+    right = {"price", "disc", "rank", "sold"}
+    # a KeyAPI ranking row has no price, discount or sales: no empty columns for them
+    keep = [i for i, name in enumerate(header) if name not in right or any(c[i] for c in table)]
+    header = [header[i] for i in keep]
+    table = [[cells[i] for i in keep] for cells in table]
+    right = {i for i, name in enumerate(header) if name in right}
     widths = [max(len(c[i]) for c in [header, *table]) for i in range(len(header))]
     for cells in [header, *table]:
         text = GAP.join(
@@ -175,7 +179,8 @@ def _subtitle(
 
 
 def price_summary(rows: Sequence[HistoryPoint], currency: str | None) -> str:
-    """``now $29.99 (list $54.99) · lowest $29.99 · highest $44.99``; "" with no known price.
+    """``now $29.99 (list $54.99) · lowest $29.99 · highest $44.99``; the ranks instead for a
+    product without a price (a KeyAPI category), "" with neither.
 
     "now gone" when the latest row counts the product as gone; lowest and highest are over
     the rows where it was present.
@@ -183,7 +188,7 @@ def price_summary(rows: Sequence[HistoryPoint], currency: str | None) -> str:
     rows = sorted(rows, key=lambda r: as_utc(r.at))
     prices = [r.price for r in rows if r.price is not None and r.present]
     if not prices:
-        return ""
+        return _rank_summary(rows)
     last = rows[-1]
     if not last.present:
         text = "now gone"
@@ -195,6 +200,16 @@ def price_summary(rows: Sequence[HistoryPoint], currency: str | None) -> str:
     text += f" · lowest {format_money(min(prices), currency)}"
     text += f" · highest {format_money(max(prices), currency)}"
     return text
+
+
+def _rank_summary(rows: Sequence[HistoryPoint]) -> str:
+    """``now #3 · best #3 · worst #17`` for a product known only by its rank (KeyAPI)."""
+    ranks = [r.rank for r in rows if r.rank is not None and r.present]
+    if not ranks:
+        return ""
+    last = rows[-1]
+    now = "gone" if not last.present else "unranked" if last.rank is None else f"#{last.rank}"
+    return f"now {now} · best #{min(ranks)} · worst #{max(ranks)}"
 
 
 def _money_change(
