@@ -140,7 +140,8 @@ def test_the_figure_says_what_the_product_is_and_what_it_cost():
     assert list(gone.get_ydata()) == [29.99]  # the ✕ sits at the last price
 
     # the lowest and highest points, each with its value and the date it was first reached
-    assert annotations(fig) == ["lowest $29.99\n18 Nov", "highest $44.99\n1 Nov"]
+    # and the price now, at the right end of the line
+    assert annotations(fig) == ["lowest $29.99\n18 Nov", "highest $44.99\n1 Nov", "now $36.99"]
     assert ax.get_ylim()[0] < 29.99 and ax.get_ylim()[1] > 54.99  # room for both lines
 
 
@@ -250,7 +251,11 @@ def test_a_ranking_row_without_prices_gets_a_rank_chart():
     assert ax.get_ylabel() == "Rank (#1 is the top)"
     assert ax.yaxis_inverted()
     assert set(lines_by_label(fig)) == {"rank"}
-    assert annotations(fig) == ["best #3\n1 Nov 05:00 UTC", "worst #17\n1 Nov 00:00 UTC"]
+    assert annotations(fig) == [
+        "best #3\n1 Nov 05:00 UTC",
+        "worst #17\n1 Nov 00:00 UTC",
+        "now #6",
+    ]
     text = png_text(render_price_chart(rows, "Lip Gloss"))
     assert text["Best"] == "#3 2026-11-01T05:00:00Z" and text["Worst"].startswith("#17 ")
     assert "Lowest" not in text

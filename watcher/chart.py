@@ -185,6 +185,13 @@ def price_figure(
         assert end is not None  # there are rows
         _mark_extremes(ax, low, high, currency if field == "price" else None,
                        [min(times), end], by_rank=field == "rank")  # fmt: skip
+        last = max(rows, key=lambda r: as_utc(r.at))
+        now = _decimal(getattr(last, field, None)) if _present(last) else None
+        if not several and now is not None and now not in (low.price, high.price):
+            value = f"#{now}" if field == "rank" else format_money(now, currency)
+            ax.annotate(f"now {value}", (end, float(now)), xytext=(0, 6),
+                        textcoords="offset points", ha="right", va="bottom", fontsize=8.5,
+                        color=_PRICE, fontweight="bold", zorder=7)  # fmt: skip
 
     if times and min(times) == max(times) == end:  # one instant: a day around it, not years
         ax.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
