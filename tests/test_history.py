@@ -262,8 +262,15 @@ async def test_history_png_is_the_chart_the_bot_sends(recorded, tmp_path):
     assert text["Lowest"].startswith("29.99 ") and text["Highest"].startswith("44.99 ")
 
 
-async def test_history_of_an_unknown_product_fails_cleanly(recorded):
+async def test_history_of_an_unknown_product_or_with_a_bad_config_fails_cleanly(
+    recorded, tmp_path
+):
     cli, _cfg = recorded
     r = await cli("999")
     assert r.code == 1
     assert r.stderr.strip() == "watcher: no history for product 999"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.replace("type: search", "type: serach"))
+    r = await cli(S.CLASSIC_CLOG, "-c", str(bad))
+    assert r.code == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"{bad}:5:") and "serach" in r.stderr
