@@ -198,8 +198,8 @@ def test_a_long_title_is_shortened_at_a_word():
 
 def test_extremes_skip_gone_rows_and_keep_the_first_time():
     low, high = extremes([row(0, "20"), row(1, "10", present=False), row(2, "15"), row(3, "20")])
-    assert (low.price, low.at) == (Decimal("15"), T0 + timedelta(hours=2))
-    assert (high.price, high.at) == (Decimal("20"), T0)
+    assert (low.value, low.at) == (Decimal("15"), T0 + timedelta(hours=2))
+    assert (high.value, high.at) == (Decimal("20"), T0)
     assert extremes([row(0, None)]) == (None, None)
 
 

@@ -51,9 +51,9 @@ def _legend_rank(label: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Extreme:
-    """The lowest or highest price on the chart, and when it was first reached."""
+    """The lowest or highest price (or rank) on the chart, and when it was first reached."""
 
-    price: Decimal
+    value: Decimal
     at: datetime
 
 
@@ -171,8 +171,8 @@ def price_figure(
                 fontsize=12, color=_LIST)  # fmt: skip
         ax.set_yticks([])
     else:
-        bottom = min([low.price, *listed_known])
-        top = max([high.price, *listed_known])
+        bottom = min([low.value, *listed_known])
+        top = max([high.value, *listed_known])
         spread = float(top - bottom)
         pad = spread * 0.22 if spread else abs(float(top)) * 0.1 or 1.0
         if field == "rank":
@@ -187,7 +187,7 @@ def price_figure(
                        [min(times), end], by_rank=field == "rank")  # fmt: skip
         last = max(rows, key=lambda r: as_utc(r.at))
         now = _decimal(getattr(last, field, None)) if _present(last) else None
-        if not several and now is not None and now not in (low.price, high.price):
+        if not several and now is not None and now not in (low.value, high.value):
             value = f"#{now}" if field == "rank" else format_money(now, currency)
             ax.annotate(f"now {value}", (end, float(now)), xytext=(0, 6),
                         textcoords="offset points", ha="right", va="bottom", fontsize=8.5,
@@ -242,13 +242,13 @@ def extremes(rows: Sequence[Any], field: str = "price") -> tuple[Extreme | None,
     low: Extreme | None = None
     high: Extreme | None = None
     for r in sorted(rows, key=lambda r: as_utc(r.at)):
-        price = _decimal(getattr(r, field, None))
-        if price is None or not _present(r):
+        value = _decimal(getattr(r, field, None))
+        if value is None or not _present(r):
             continue
-        if low is None or price < low.price:
-            low = Extreme(price, as_utc(r.at))
-        if high is None or price > high.price:
-            high = Extreme(price, as_utc(r.at))
+        if low is None or value < low.value:
+            low = Extreme(value, as_utc(r.at))
+        if high is None or value > high.value:
+            high = Extreme(value, as_utc(r.at))
     return low, high
 
 
@@ -258,22 +258,22 @@ def chart_metadata(rows: Sequence[Any], title: str, currency: str | None) -> dic
     if by_rank(rows):
         best, worst = extremes(rows, "rank")
         assert best is not None and worst is not None
-        meta["Best"] = f"#{best.price} {best.at:%Y-%m-%dT%H:%M:%SZ}"
-        meta["Worst"] = f"#{worst.price} {worst.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Best"] = f"#{best.value} {best.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Worst"] = f"#{worst.value} {worst.at:%Y-%m-%dT%H:%M:%SZ}"
         meta["Description"] = (
-            f"Rank history: best #{best.price} on {best.at:%Y-%m-%d}, "
-            f"worst #{worst.price} on {worst.at:%Y-%m-%d} (UTC)"
+            f"Rank history: best #{best.value} on {best.at:%Y-%m-%d}, "
+            f"worst #{worst.value} on {worst.at:%Y-%m-%d} (UTC)"
         )
         return meta
     low, high = extremes(rows)
     if currency:
         meta["Currency"] = currency.upper()
     if low is not None and high is not None:
-        meta["Lowest"] = f"{low.price} {low.at:%Y-%m-%dT%H:%M:%SZ}"
-        meta["Highest"] = f"{high.price} {high.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Lowest"] = f"{low.value} {low.at:%Y-%m-%dT%H:%M:%SZ}"
+        meta["Highest"] = f"{high.value} {high.at:%Y-%m-%dT%H:%M:%SZ}"
         meta["Description"] = (
-            f"Price history: lowest {format_money(low.price, currency)} on {low.at:%Y-%m-%d}, "
-            f"highest {format_money(high.price, currency)} on {high.at:%Y-%m-%d} (UTC)"
+            f"Price history: lowest {format_money(low.value, currency)} on {low.at:%Y-%m-%d}, "
+            f"highest {format_money(high.value, currency)} on {high.at:%Y-%m-%d} (UTC)"
         )
     else:
         meta["Description"] = "Price history: no known price"
@@ -321,23 +321,23 @@ def _mark_extremes(
     span = (max(times) - min(times)) if times else timedelta(0)
     if by_rank:
         marks = [(low, "best", _LOW, 1)]
-        if high.price != low.price:
+        if high.value != low.value:
             marks.append((high, "worst", _HIGH, -1))
     else:
         marks = [(low, "lowest", _LOW, -1)]
-        if high.price != low.price:
+        if high.value != low.value:
             marks.append((high, "highest", _HIGH, 1))
     for point, word, color, direction in marks:
-        x, y = point.at, float(point.price)
+        x, y = point.at, float(point.value)
         ax.plot([x], [y], marker="v" if direction < 0 else "^", markersize=9, color=color,
                 linestyle="none", zorder=6)  # fmt: skip
         where = _fraction(point.at, times)
         ha = "left" if where < 0.2 else "right" if where > 0.8 else "center"
         dx = {"left": -6, "right": 6, "center": 0}[ha]
-        value = f"#{point.price}" if by_rank else format_money(point.price, currency)
+        value = f"#{point.value}" if by_rank else format_money(point.value, currency)
         when = _when(point.at, span)
         text = f"{word} {value}\n{when}"
-        if high.price == low.price:
+        if high.value == low.value:
             text = f"{value} throughout\nsince {when}"
         ax.annotate(text, (x, y), xytext=(dx, 14 * direction), textcoords="offset points",
                     ha=ha, va="bottom" if direction > 0 else "top", fontsize=8.5,
