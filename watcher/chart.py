@@ -5,12 +5,15 @@ Draws the store's frozen ``models.HistoryPoint`` rows (any object with ``at`` an
 optionally ``watch_id``, ``original_price`` and ``present``, will do) as step lines: a price
 holds from one recorded change to the next. The list (original) price is a dashed, lighter
 line beside the sale price; the lowest and highest prices are marked with their value and
-date. Uses matplotlib's ``Figure`` API on the Agg canvas (never pyplot: no global state, safe
-in a worker thread); matplotlib is imported on first use, so importing this module stays
-cheap. Prices stay ``Decimal`` until the moment they are plotted.
+date, and the price now is written at the line's end. A product with no price at all but a
+rank (a KeyAPI category) gets its rank instead, #1 on top. Uses matplotlib's ``Figure`` API
+on the Agg canvas (never pyplot: no global state, safe in a worker thread); matplotlib is
+imported on first use, so importing this module stays cheap. Prices stay ``Decimal`` until
+the moment they are plotted.
 
 The PNG carries its text as metadata (``Title``, ``Description``, ``Currency``, ``Lowest``,
-``Highest``), so a test or a script can read what the chart says without looking at it.
+``Highest``; ``Best`` and ``Worst`` for a rank chart), so a test or a script can read what
+the chart says without looking at it.
 """
 
 from __future__ import annotations
