@@ -291,14 +291,31 @@ def add_history(store: Store, product_id: str, prices: list[str | None]) -> None
 
 
 async def test_history_sends_a_png_chart(env, fake):
+    """The chart arrives once, as a photo with the product's title, currency and marks (read
+    back from the PNG's text), and a caption that says now / lowest / highest."""
+    import io
+
+    from PIL import Image
+
     add_history(env.store, "1729", ["19.99", "17.50", None, "14.96"])
     before = len(fake.texts(USER))
     fake.command(USER, USER, "/history 1729")
     reply = await fake.wait_reply(USER, before + 1)
     assert reply.method == "sendPhoto"
     assert isinstance(reply.photo, bytes) and reply.photo.startswith(b"\x89PNG\r\n\x1a\n")
-    assert "Gummies &lt;best&gt;" in reply.text
-    assert "lowest $14.96" in reply.text
+    assert reply.text.splitlines() == [
+        "Gummies &lt;best&gt;",
+        "now $14.96 · lowest $14.96 · highest $19.99",
+        "4 changes, 2026-11-24 10:00 – 2026-11-24 13:00 UTC",
+    ]
+    with Image.open(io.BytesIO(reply.photo)) as image:
+        assert image.size == (1200, 675)
+        text = dict(image.text)  # type: ignore[attr-defined]
+    assert text["Title"] == "Gummies <best>"
+    assert text["Currency"] == "USD"
+    assert text["Lowest"] == "14.96 2026-11-24T13:00:00Z"
+    assert text["Highest"] == "19.99 2026-11-24T10:00:00Z"
+    assert len(fake.sent_to(USER, "sendPhoto")) == 1
     assert fake.sent_to(USER, "sendChatAction")
 
 
@@ -459,10 +476,10 @@ def test_usage_lines():
 
 
 async def test_a_failing_command_answers_instead_of_crashing(env, monkeypatch, caplog):
-    async def broken(rows, title):
+    async def broken(record):
         raise ValueError("chart exploded")
 
-    monkeypatch.setattr("watcher.chart.render_price_chart_async", broken)
+    monkeypatch.setattr("watcher.chart.render_history_chart_async", broken)
     add_history(env.store, "1729", ["19.99"])
     reply = await env.ask(USER, USER, "/history 1729")
     assert reply.text == "Sorry, that did not work. Try again later, or /help."

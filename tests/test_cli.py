@@ -457,10 +457,11 @@ async def test_history_shows_the_price_change(world, tmp_path):
     cli, _good, _gone = world
     r = await cli("history", S.ACV)
     assert r.code == 0, r.stderr
-    rows = [ln for ln in r.stdout.splitlines() if "goli-store" in ln]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("20")]
     assert len(rows) == 2
     assert "19.99" in rows[0] and "16.99" in rows[1]
-    assert "price" in r.stdout.splitlines()[0]
+    assert "price $19.99 → $16.99 (-15%)" in rows[1]  # what changed
+    assert "price" in r.stdout.splitlines()[4]  # under the title, id and prices
 
     png = tmp_path / "acv.png"
     r = await cli("history", S.ACV, "--png", str(png))

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("definitions", ("kinds",)),
     ("schema", ("configschema",)),  # the typed config the core reads (plain dataclasses)
-    ("core", ("diff", "health", "rules", "render", "delivery", "triggers")),
+    ("core", ("diff", "health", "rules", "render", "delivery", "triggers", "historyview")),
     ("channels", ("channels",)),  # a channel type's definition and its sender
     ("config", ("config", "configload", "configvalues", "configtypes", "configcheck")),
     ("edges", ("sources.client", "sources.transport", "chart", "metrics")),

@@ -659,7 +659,7 @@ def test_rendering_never_raises(alerts: list[Alert], template: str | None) -> No
     assert render_digest_text(alerts).startswith(f"{len(alerts)} alerts")
     assert isinstance(render_product_text(alerts), str)
     assert isinstance(render_product_html(alerts), str)
-    assert render_digest_html(alerts).startswith(f"<b>{len(alerts)} alerts</b>")
+    assert render_digest_html(alerts).startswith(f"<b>{len(alerts)} alerts")
     assert len(sort_best_first(alerts)) == len(alerts)
 
 

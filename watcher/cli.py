@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, config=False)
     sp.add_argument("product_id", help="the product's id, as alerts and /history show it")
     sp.add_argument("--png", metavar="FILE", help="write a price chart to FILE instead")
+    sp.add_argument("-c", "--config", help="config file, to name each watch's type (optional)")
 
     sp = sub.add_parser("alerts", help="recent alerts and their delivery state")
     common(sp, config=False)
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _status(_load(args.config), args.db, as_json=args.json)
         if args.command == "history":
-            return _history(args.db, args.product_id, png=args.png)
+            return _history(args.db, args.product_id, png=args.png, config=args.config)
         if args.command == "alerts":
             return _alerts(args.db, failed=args.failed, limit=args.limit)
         if args.command == "db":
@@ -326,29 +327,27 @@ def _status(cfg: Config, db: str | None, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _history(db: str | None, product_id: str, *, png: str | None = None) -> int:
+def _history(
+    db: str | None, product_id: str, *, png: str | None = None, config: str | None = None
+) -> int:
     from .store import Store
 
+    types = {w.id: w.type for w in _load(config).watches.values()} if config else {}
+
     store = Store(db, must_exist=True)
-    rows = store.product_history(product_id)
-    if not rows:
+    record = store.product_record(product_id)
+    if not record.points:
         print(f"watcher: no history for product {product_id}", file=sys.stderr)
         return EXIT_FAILURE
     if png:
-        from .chart import render_price_chart
+        from .chart import render_history_chart
 
-        Path(png).write_bytes(render_price_chart(rows, f"Product {product_id}"))
-        print(f"wrote {png} ({len(rows)} recorded changes)")
+        Path(png).write_bytes(render_history_chart(record))
+        print(f"wrote {png} ({len(record.points)} recorded changes)")
         return EXIT_OK
-    print(f"{'when (UTC)':<20} {'watch':<20} {'price':>10} {'disc':>5} {'rank':>5} {'sold':>10}")
-    for r in rows:
-        state = "" if r.present else "  (gone)"
-        print(
-            f"{r.at:%Y-%m-%d %H:%M:%S} {r.watch_id:<20} "
-            f"{'-' if r.price is None else str(r.price):>10} "
-            f"{'' if r.discount_percent is None else str(r.discount_percent) + '%':>5} "
-            f"{'' if r.rank is None else r.rank:>5} {'' if r.sold is None else r.sold:>10}{state}"
-        )
+    from .historyview import history_table
+
+    print(history_table(record, types))
     return EXIT_OK
 
 

@@ -153,6 +153,29 @@ class HistoryPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ProductHistory:
+    """What ``watcher history`` and /history show of one product: its recorded changes,
+    oldest first, with the latest snapshot for its title and currency.
+
+    ``polled_until``: the last successful poll of the watches that saw it. A poll in which
+    nothing changed writes no history row, so the last price held at least until then.
+    """
+
+    product_id: str
+    points: tuple[HistoryPoint, ...]
+    product: Product | None = None
+    polled_until: datetime | None = None
+
+    @property
+    def title(self) -> str:
+        return (self.product.title if self.product else None) or f"Product {self.product_id}"
+
+    @property
+    def currency(self) -> str | None:
+        return self.product.currency if self.product else None
+
+
+@dataclass(frozen=True, slots=True)
 class AlertDraft:
     """A rule firing, before it gets an id and is stored. Produced by the pure rule layer."""
 

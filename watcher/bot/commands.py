@@ -231,20 +231,17 @@ class Commands:
         if len(args) != 1 or len(args[0]) > 64:
             raise UsageError(usage("history"))
         product_id = args[0]
-        rows = await asyncio.to_thread(self.store.product_history, product_id)
-        if not rows:
+        record = await asyncio.to_thread(self.store.product_record, product_id)
+        if not record.points:
             await reply(update, f"No history for product {esc(product_id)}.")
             return
         message = update.effective_message
         assert message is not None
         await message.reply_chat_action(ChatAction.UPLOAD_PHOTO)
-        tracked = await asyncio.to_thread(self.store.load_tracked, rows[-1].watch_id)
-        product = tracked[product_id].product if product_id in tracked else None
-        title = (product.title if product else None) or f"Product {product_id}"
-        png = await chart.render_price_chart_async(rows, title)
+        png = await chart.render_history_chart_async(record)
         await message.reply_photo(
             photo=png,
-            caption=esc(chart.history_summary(rows, title, product.currency if product else None)),
+            caption=esc(chart.history_summary(record.points, record.title, record.currency)),
             parse_mode=ParseMode.HTML,
             filename=f"history-{product_id}.png",
         )

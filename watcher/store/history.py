@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 
-from ..models import HistoryPoint, LastAlert, PricePoint
+from ..models import HistoryPoint, LastAlert, PricePoint, Product, ProductHistory
 from ..util import as_utc
-from .tables import AlertRow, HistoryRow, product_from_json
+from .tables import AlertRow, HistoryRow, SnapshotRow, WatchStateRow, product_from_json
 
 
 class HistoryStore:
@@ -73,6 +74,35 @@ class HistoryStore:
             for watch_id, at, price, original, discount, rank, sold, present in rows
         ]
 
+    def product_record(self, product_id: str) -> ProductHistory:
+        """The product's changes with its latest snapshot (title, currency) and the last
+        successful poll of the watches that saw it: everything a history view shows."""
+        points = tuple(self.product_history(product_id))
+        snap = SnapshotRow
+        with self.session() as s:
+            rows = s.scalars(select(snap).where(snap.product_id == product_id)).all()
+            watches = sorted({p.watch_id for p in points})
+            polled = (
+                s.scalar(
+                    select(func.max(WatchStateRow.last_success_at)).where(
+                        WatchStateRow.watch_id.in_(watches)  # type: ignore[attr-defined]
+                    )
+                )
+                if watches
+                else None
+            )
+        latest = max(
+            rows,
+            key=lambda r: (r.present, as_utc(r.updated_at) if r.updated_at else _EPOCH),
+            default=None,
+        )
+        return ProductHistory(
+            product_id=product_id,
+            points=points,
+            product=None if latest is None else _product(latest),
+            polled_until=None if polled is None else as_utc(polled),
+        )
+
     def last_alerted(
         self, watch_id: str, product_ids: Iterable[str]
     ) -> dict[tuple[str, str], LastAlert]:
@@ -103,3 +133,28 @@ class HistoryStore:
             (rule, pid): LastAlert(as_utc(at), product_from_json(json.loads(payload)["product"]))
             for rule, pid, at, payload in rows
         }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _product(row: SnapshotRow) -> Product:
+    def dec(value: str | None) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    return Product(
+        id=row.product_id,
+        title=row.title,
+        url=row.url,
+        image_url=row.image_url,
+        currency=row.currency,
+        price=dec(row.price),
+        original_price=dec(row.original_price),
+        discount_percent=row.discount_percent,
+        sold=row.sold,
+        rating=dec(row.rating),
+        reviews=row.reviews,
+        rank=row.rank,
+        shop_id=row.shop_id,
+        shop_name=row.shop_name,
+    )
