@@ -30,7 +30,7 @@ class ProviderConfig:
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
     id: str
-    type: str  # "telegram" | "webhook" | "console"
+    type: str  # "telegram" | "webhook" | "apprise" | "console"
     # webhook
     url: str | None = None
     secret: str | None = None
@@ -43,6 +43,8 @@ class ChannelConfig:
     chat_ids: tuple[int, ...] = ()
     admins: tuple[int, ...] = ()
     allow_subscribe: bool = True
+    # apprise (``timeout`` too)
+    urls: tuple[str, ...] = ()
     # every kind
     max_attempts: int = 8
     group_over: int = 5

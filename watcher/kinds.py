@@ -102,7 +102,9 @@ class ChannelType:
     ``alert_targets(config, alert, subscribers)`` and ``notice_targets(config)`` say which
     targets of the channel receive a rule alert or a notice (``subscribers`` is the store's
     lookup of subscribed chats, or None). ``has_bot``: the channel's client also serves the
-    command bot (``watcher.bot``).
+    command bot (``watcher.bot``). ``check(values, what)``, when set, finds what the value
+    types cannot (an apprise URL no plugin reads) without sending anything: it yields
+    ``(key, item index or None, message)`` and the loader reports each at that node.
     """
 
     name: str
@@ -112,6 +114,7 @@ class ChannelType:
     alert_targets: Callable[..., list[str]] = one_target
     notice_targets: Callable[..., list[str]] = one_target
     has_bot: bool = False
+    check: Callable[[dict[str, Any], str], Iterable[tuple[str, int | None, str]]] | None = None
 
 
 DELIVERY_PARAMS = {
