@@ -53,6 +53,9 @@ _APPRISE_LOG = logging.getLogger("apprise")
 if _APPRISE_LOG.level == logging.NOTSET:
     _APPRISE_LOG.setLevel(logging.WARNING)
 _APPRISE_LOG.propagate = False  # its reasons travel in DeliveryError / ConfigIssue instead
+# requests' urllib3 logs each request's path (a webhook token) at DEBUG
+if logging.getLogger("urllib3").level == logging.NOTSET:
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 # apprise's own HTTP plugins: a 4xx (but 408, 429) from the receiver is final
 _HTTP_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
