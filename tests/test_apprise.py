@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -477,3 +478,19 @@ def test_valid_urls_load_and_nothing_is_sent(tmp_path, receiver):
     path.write_text(BAD)
     with pytest.raises(ConfigError):
         load_config(path, env={"TOKEN": "x"})
+
+
+def test_without_the_apprise_package_the_config_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "apprise", None)  # `import apprise` fails as if absent
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "providers: {socialfetch: {api_key: k}}\n"
+        "channels:\n  phone:\n    type: apprise\n    urls: ['json://127.0.0.1:9/a']\n"
+        "watches:\n  - {id: w, type: store, url: u, every: 15m}\n"
+        "rules:\n  - {id: r, when: new_item, notify: [phone]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    [issue] = caught.value.issues
+    assert issue.line == 5
+    assert "pip install 'watcher[apprise]'" in issue.message

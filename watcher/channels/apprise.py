@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -82,14 +83,17 @@ def _targets(config: ChannelConfig, *_: Any) -> list[str]:
 
 
 class _Collect(logging.Handler):
-    """apprise's log records while one URL is checked (it says there why a URL is refused)."""
+    """apprise's log records while one URL is checked (it says there why a URL is refused);
+    only this thread's, not those of sends running meanwhile."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        self._thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        if record.thread == self._thread:
+            self.messages.append(record.getMessage())
 
 
 def _secrets(url: str) -> list[str]:
