@@ -32,7 +32,7 @@ from watcher.simulator import demo as sim_ids
 from watcher.simulator import start_simulator
 from watcher.store import Store
 
-from .support import run_watcher, sql
+from .support import DaemonProcess, run_watcher, sql, wait_until
 
 S = sim_ids
 ACV_TITLE = "Goli Apple Cider Vinegar Gummy"
@@ -420,6 +420,40 @@ async def test_a_burst_is_one_digest_request_per_url(e2e, receiver):
         assert body["message"].count(ACV_TITLE) == 2
         assert body["message"].count(ASHWA_TITLE) == 1
         assert len(receiver.requests[path]) == 1
+
+
+async def test_the_daemon_delivers_through_apprise_and_never_logs_a_url_even_at_vv(
+    tmp_path, db_url, receiver
+):
+    sim = await start_simulator()
+    token = "t0k3n-in-the-path-0123456789"
+    urls = (receiver.url("json", f"/a/{token}"), receiver.url("form", f"/b/{token}"))
+    cfg = tmp_path / "rules.yaml"
+    text = CONFIG.replace("@STORE@", S.STORE_URL).replace("@GROUP@", "50")
+    cfg.write_text(text.replace("@MAX@", "8").replace("every: 1m", "every: 1s"))
+    env = {"SIM_URL": sim.base_url, "URL_A": urls[0], "URL_B": urls[1]}
+    d = DaemonProcess("-c", str(cfg), "--db", db_url, "-v", env=env)  # -vv: libraries too
+    try:
+        await d.start()
+        await d.wait_log("event=poll watch=goli-store status=baseline")
+        sim.step()
+        for path in (f"/a/{token}", f"/b/{token}"):
+            await wait_until(
+                lambda path=path: len(receiver.delivered(path)) == 3, what=f"3 alerts at {path}"
+            )
+            assert short(titles(receiver.delivered(path))) == STEP_1
+        code, _took = await d.stop()
+    finally:
+        await d.kill()
+        await sim.close()
+    assert code == 0, d.log()
+    for url in urls:  # each URL's three sends, once each
+        assert d.count("event=sent alerts=") == 6, d.log()
+        assert d.count(f"channel=phone target={target_id(url)}") == 3, d.log()
+    # -vv: the libraries' DEBUG lines are on, apprise's and urllib3's still not
+    assert any(" DEBUG " in line and " watcher." not in line for line in d.lines)
+    assert not [line for line in d.lines if token in line], "a log line showed an apprise URL"
+    assert not [line for line in d.lines if " apprise " in line or " urllib3" in line]
 
 
 # --- config errors ----------------------------------------------------------------------------
