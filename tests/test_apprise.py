@@ -320,9 +320,13 @@ async def e2e(tmp_path: Path, db_url: str, receiver: AppriseReceiver):
     """(simulator, once(urls, group_over, max_attempts) → Result, the database URL)."""
     sim = await start_simulator()
 
-    async def once(urls: tuple[str, str], *, group_over: int = 50, max_attempts: int = 8):
+    async def once(
+        urls: tuple[str, str], *, group_over: int = 50, max_attempts: int = 8, quiet: str = ""
+    ):
         cfg = tmp_path / "rules.yaml"
         text = CONFIG.replace("@STORE@", S.STORE_URL).replace("@GROUP@", str(group_over))
+        if quiet:
+            text = text.replace("    group_over:", f'    quiet_hours: "{quiet}"\n    group_over:')
         cfg.write_text(text.replace("@MAX@", str(max_attempts)))
         env = {"SIM_URL": sim.base_url, "URL_A": urls[0], "URL_B": urls[1]}
         return await run_watcher("once", "-c", str(cfg), "--db", db_url, env=env)
@@ -420,6 +424,20 @@ async def test_a_burst_is_one_digest_request_per_url(e2e, receiver):
         assert body["message"].count(ACV_TITLE) == 2
         assert body["message"].count(ASHWA_TITLE) == 1
         assert len(receiver.requests[path]) == 1
+
+
+async def test_once_in_quiet_hours_holds_every_url(e2e, receiver):
+    sim, once, db = e2e
+    urls = (receiver.url("json", "/a"), receiver.url("form", "/b"))
+    assert (await once(urls)).code == 0
+    now = datetime.now(UTC)
+    window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"  # UTC
+    sim.step()
+    r = await once(urls, quiet=window)
+    assert r.code == 0, r.stderr
+    assert "still pending" in r.stderr
+    assert receiver.requests == {}  # held for the window's end: one digest per URL then
+    assert sql(db, "SELECT status, count(*) FROM delivery GROUP BY status") == [("pending", 6)]
 
 
 async def test_the_daemon_delivers_through_apprise_and_never_logs_a_url_even_at_vv(
