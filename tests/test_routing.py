@@ -66,7 +66,7 @@ def test_a_notice_goes_to_every_channel_telegram_to_its_admins(config):
 
 def test_every_channel_type_is_defined_in_full():
     """A type's definition carries its doc, its params, its factory and its routing."""
-    assert set(CHANNEL_TYPES) == {"telegram", "webhook", "console"}
+    assert set(CHANNEL_TYPES) == {"telegram", "webhook", "apprise", "console"}
     for ctype in CHANNEL_TYPES.values():
         assert ctype.doc and ctype.params and ctype.factory is not None, ctype.name
         assert all(p.doc or p.required for p in ctype.params.values()), ctype.name
@@ -83,7 +83,7 @@ def test_loading_the_config_imports_no_channel_client(tmp_path):
     code = (
         "import sys; from watcher.config import load_config; "
         f"load_config({str(path)!r}, env={{}}); "
-        "print(sorted(m for m in ('telegram', 'aiohttp', 'httpx') if m in sys.modules))"
+        "print(sorted(m for m in ('telegram', 'aiohttp', 'httpx', 'apprise') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -189,6 +189,7 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
     for cid, key_node, value in _section(r, node, "channels", mapping=True):
         what = f"channel '{cid}'"
         out[cid] = None
+        known_issues = len(r.issues)
         check_id(r, key_node, cid, "channel id")
         entries = r.mapping(value, what, "a mapping with 'type' and its settings")
         if not isinstance(value, MappingNode):
@@ -210,6 +211,13 @@ def _channels(r: Reader, node: Node | None) -> dict[str, ChannelConfig | None]:
                 f"'base_url' in {what} must not end with '/': the bot token is appended "
                 "directly, e.g. https://api.telegram.org/bot",
             )
+        check = CHANNEL_TYPES[ctype].check
+        if check is not None and len(r.issues) == known_issues:  # its values are sound
+            for key, index, message in check(values, what):
+                at = entries[key][1] if key in entries else value
+                if index is not None and isinstance(at, SequenceNode) and index < len(at.value):
+                    at = at.value[index]
+                r.issue(at, message)
         if not r.issues:
             out[cid] = make(ChannelConfig, values, id=cid, type=ctype)
     return out

@@ -30,7 +30,7 @@ class ProviderConfig:
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
     id: str
-    type: str  # "telegram" | "webhook" | "console"
+    type: str  # "telegram" | "webhook" | "apprise" | "console"
     # webhook
     url: str | None = None
     secret: str | None = None
@@ -44,6 +44,8 @@ class ChannelConfig:
     admins: tuple[int, ...] = ()
     allow_subscribe: bool = True
     max_tracks_per_chat: int = 50  # /track targets one chat may hold
+    # apprise (``timeout`` too)
+    urls: tuple[str, ...] = ()
     # every kind
     max_attempts: int = 8
     group_over: int = 5

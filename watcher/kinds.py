@@ -104,7 +104,10 @@ class ChannelType:
     lookup of subscribed chats, or None). ``has_bot``: the channel's client also serves the
     command bot (``watcher.bot``). ``merges_per_product``: a person reads it, so the alerts of
     one product in one poll go to a target as one message listing each reason (Telegram, the
-    console); a machine reads a webhook, which gets one body per alert.
+    console); a machine reads a webhook, which gets one body per alert. ``check(values,
+    what)``, when set, finds what the value
+    types cannot (an apprise URL no plugin reads) without sending anything: it yields
+    ``(key, item index or None, message)`` and the loader reports each at that node.
     """
 
     name: str
@@ -115,6 +118,7 @@ class ChannelType:
     notice_targets: Callable[..., list[str]] = one_target
     has_bot: bool = False
     merges_per_product: bool = False
+    check: Callable[[dict[str, Any], str], Iterable[tuple[str, int | None, str]]] | None = None
 
 
 DELIVERY_PARAMS = {

@@ -76,8 +76,9 @@ LIBRARIES = (
     "aiohttp.access",
     "alembic",
 )
-# their INFO and DEBUG lines carry request URLs, and a Bot API URL holds the bot token
-URL_LOGGERS = ("httpx", "httpcore")
+# their INFO and DEBUG lines carry request URLs, and a Bot API URL holds the bot token (an
+# apprise URL its service's token; requests' urllib3 logs the path, a webhook's token)
+URL_LOGGERS = ("httpx", "httpcore", "apprise", "urllib3")
 
 
 def setup(level: int, *, libraries: bool = False, stream: Any = None) -> None:

@@ -4,7 +4,7 @@ A channel's ``send(target, alerts)`` delivers one alert, or a digest when given 
 and raises ``DeliveryError`` saying whether a retry can help; a chat that is gone or moved
 is a ``ChatGone`` / ``ChatMoved`` the dispatcher applies to the store (channels never
 write to it). Importing this package registers every type in ``kinds.CHANNEL_TYPES``
-without importing python-telegram-bot or aiohttp: each module imports those when a channel
+without importing python-telegram-bot, aiohttp or apprise: each module imports those when a channel
 is built, so ``watcher check`` stays fast.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..kinds import CHANNEL_TYPES, ChannelType, register_channel_type
-from . import console, telegram, webhook
+from . import apprise, console, telegram, webhook
 
 if TYPE_CHECKING:
     from ..configschema import ChannelConfig, Config
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # The registration, explicit and in the order the config's hints list them.
 TYPES: tuple[ChannelType, ...] = tuple(
-    register_channel_type(t) for t in (telegram.TYPE, webhook.TYPE, console.TYPE)
+    register_channel_type(t) for t in (telegram.TYPE, webhook.TYPE, apprise.TYPE, console.TYPE)
 )
 
 
