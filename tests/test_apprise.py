@@ -339,8 +339,9 @@ def titles(bodies: list[dict[str, Any]]) -> list[str]:
     return sorted(b["title"] for b in bodies)
 
 
-STEP_1 = sorted(  # the simulator's step 1 on goli-store: three alerts
-    [f"Lowest price: {ASHWA_TITLE}", f"Lowest price: {ACV_TITLE}", f"Price drop: {ACV_TITLE}"]
+STEP_1 = sorted(  # the simulator's step 1 on goli-store: three alerts on two products,
+    # so two messages (the ACV's two reasons in one)
+    [f"Lowest price: {ASHWA_TITLE}", f"Price drop · Lowest price: {ACV_TITLE}"]
 )
 
 
@@ -366,9 +367,9 @@ async def test_once_retries_the_failing_url_alone(e2e, receiver):
     r = await once(urls)
     assert r.code == 0, r.stderr
     assert short(titles(receiver.delivered("/a"))) == STEP_1  # each alert once, after a retry
-    assert len(receiver.requests["/a"]) == 4  # 1 failed + 3 delivered
-    # URL b succeeded at once: its three alerts arrived once each, never re-sent by a's retry
-    assert len(receiver.requests["/b"]) == 3
+    assert len(receiver.requests["/a"]) == 3  # 1 failed + 2 delivered
+    # URL b succeeded at once: its two messages arrived once each, never re-sent by a's retry
+    assert len(receiver.requests["/b"]) == 2
     assert short(titles(receiver.delivered("/b"))) == STEP_1
     acv = next(b for b in receiver.delivered("/b") if b["title"].startswith("Price drop"))
     assert "19.99" in acv["message"] and "16.99" in acv["message"]
@@ -380,7 +381,7 @@ async def test_once_retries_the_failing_url_alone(e2e, receiver):
     # nothing is pending: another run sends nothing again
     r = await once(urls)
     assert r.code == 0, r.stderr
-    assert (len(receiver.requests["/a"]), len(receiver.requests["/b"])) == (4, 3)
+    assert (len(receiver.requests["/a"]), len(receiver.requests["/b"])) == (3, 2)
 
 
 async def test_a_url_down_for_good_is_dead_after_max_attempts_and_listed(e2e, receiver):
@@ -407,21 +408,21 @@ async def test_a_url_down_for_good_is_dead_after_max_attempts_and_listed(e2e, re
     assert "t0ps3cret" not in failed.stdout + r.stderr
     # each failure told once, by the outbox (a retry, then dead), never by apprise itself
     told = [line for line in r.stderr.splitlines() if "Connection error" in line]
-    assert len(told) == 3 * 2, r.stderr
+    assert len(told) == 2 * 2, r.stderr  # two messages (three alerts), two attempts each
     assert all(" watcher.dispatch event=" in line for line in told), r.stderr
 
 
 async def test_a_burst_is_one_digest_request_per_url(e2e, receiver):
     sim, once, _db = e2e
     urls = (receiver.url("json", "/a"), receiver.url("form", "/b"))
-    assert (await once(urls, group_over=2)).code == 0
+    assert (await once(urls, group_over=1)).code == 0
     sim.step()
-    r = await once(urls, group_over=2)  # 3 alerts > group_over 2
+    r = await once(urls, group_over=1)  # 3 alerts on 2 products: 2 messages > group_over 1
     assert r.code == 0, r.stderr
     for path in ("/a", "/b"):
         [body] = receiver.delivered(path)
-        assert body["title"] == "3 alerts"
-        assert body["message"].count(ACV_TITLE) == 2
+        assert body["title"] == "3 alerts on 2 products"
+        assert body["message"].count(ACV_TITLE) == 1  # its two reasons in one entry
         assert body["message"].count(ASHWA_TITLE) == 1
         assert len(receiver.requests[path]) == 1
 
@@ -457,7 +458,7 @@ async def test_the_daemon_delivers_through_apprise_and_never_logs_a_url_even_at_
         sim.step()
         for path in (f"/a/{token}", f"/b/{token}"):
             await wait_until(
-                lambda path=path: len(receiver.delivered(path)) == 3, what=f"3 alerts at {path}"
+                lambda path=path: len(receiver.delivered(path)) == 2, what=f"2 sends at {path}"
             )
             assert short(titles(receiver.delivered(path))) == STEP_1
         code, _took = await d.stop()
@@ -465,9 +466,9 @@ async def test_the_daemon_delivers_through_apprise_and_never_logs_a_url_even_at_
         await d.kill()
         await sim.close()
     assert code == 0, d.log()
-    for url in urls:  # each URL's three sends, once each
-        assert d.count("event=sent alerts=") == 6, d.log()
-        assert d.count(f"channel=phone target={target_id(url)}") == 3, d.log()
+    for url in urls:  # each URL's two sends (three alerts), once each
+        assert d.count("event=sent alerts=") == 4, d.log()
+        assert d.count(f"channel=phone target={target_id(url)}") == 2, d.log()
     # -vv: the libraries' DEBUG lines are on, apprise's and urllib3's still not
     assert any(" DEBUG " in line and " watcher." not in line for line in d.lines)
     assert not [line for line in d.lines if token in line], "a log line showed an apprise URL"

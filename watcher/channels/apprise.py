@@ -175,7 +175,8 @@ def _headline(alert: Alert) -> str:
 
 def compose(alerts: Sequence[Alert]) -> tuple[str, str]:
     """(title, body) of one send: an alert's headline and product title over its plain-text
-    message, or "N alerts" over a digest. The body does not repeat the title's line."""
+    message (several rules on one product: their reasons in one headline), or the digest's
+    header ("N alerts on M products") over its entries. The body does not repeat the title."""
     if len(alerts) == 1:
         alert = alerts[0]
         text = alert.message or render.render_text(alert)
@@ -185,10 +186,13 @@ def compose(alerts: Sequence[Alert]) -> tuple[str, str]:
             title = f"{_headline(alert)}: {alert.watch_id}" if alert.watch_id else _headline(alert)
         first, _, rest = text.partition("\n")
         return title, rest if first == title and rest else text
-    text = render.render_digest_text(list(alerts))
-    title = f"{len(alerts)} alerts"
-    first, _, rest = text.partition("\n\n")
-    return title, rest if first == title and rest else text
+    if len(render.by_product(alerts)) == 1:  # one product, several rules, one poll
+        text = render.render_product_text(alerts)
+        first, _, rest = text.partition("\n")
+        return first, rest or text
+    text = render.render_digest_text(list(alerts))  # "N alerts (on M products)", entries
+    title, _, rest = text.partition("\n\n")
+    return title, rest or text
 
 
 def _notify_type(alerts: Sequence[Alert]) -> str:
@@ -292,6 +296,7 @@ TYPE = ChannelType(
     factory=AppriseChannel,
     alert_targets=_targets,
     notice_targets=_targets,
+    merges_per_product=True,  # Discord, Slack, e-mail: a person reads it
     check=check_urls,
 )
 
