@@ -347,12 +347,13 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
 
     def on_cycle(outcome: PollOutcome, started_at: float) -> None:
         nonlocal header
-        # only a poll that started after the last step has seen that step
+        if outcome.alerts and header is not None:
+            # the step's first alerts (a poll in flight at the step may have seen it too),
+            # before the dispatcher prints them: it runs only once this returns
+            print(header, flush=True)
+            header = None
+        # only a poll that started after the last step has surely seen that step
         if started_at >= stepped_at:
-            if outcome.alerts and header is not None:
-                # before the dispatcher prints them: it runs only once this returns
-                print(header, flush=True)
-                header = None
             seen.add(outcome.watch_id)
             if seen >= set(cfg.watches):
                 cycle_done.set()
