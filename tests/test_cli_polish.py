@@ -22,6 +22,7 @@ from importlib.metadata import version
 import pytest
 
 from watcher.cli import _parser
+from watcher.progress import Progress
 from watcher.simulator import demo as S
 from watcher.simulator import start_simulator
 
@@ -262,6 +263,45 @@ async def test_the_daemons_first_cycle_logs_its_progress(sim, tmp_path):
     during = [ln for ln in daemon.lines if "event=progress" in ln and "seconds=" not in ln]
     assert during and all("watches=1/2" in ln or "watches=0/2" in ln for ln in during)
     assert daemon.count("event=progress") == len(during) + 1, daemon.log()
+
+
+def test_progress_reports_on_its_schedule_and_only_for_a_long_run():
+    now = [0.0]
+    reports: list[dict] = []
+    p = Progress(["a", "b"], emit=reports.append, every=3, clock=lambda: now[0])
+    now[0] = 2.9
+    p.tick()
+    assert reports == []
+    now[0] = 3.0
+    p.tick()
+    assert reports == [{"watches": "0/2", "pages": 0}]
+    p.watch_done("a", 3)
+    p.watch_done("a", 5)  # its second poll is not the first cycle's
+    now[0] = 5.0
+    p.tick()
+    assert len(reports) == 1  # 2 s after the last report
+    now[0] = 6.0
+    p.tick()
+    assert reports[-1] == {"watches": "1/2", "pages": 3}
+    p.watch_done("b", 2)
+    assert p.finished
+    now[0] = 7.4
+    p.close()
+    assert reports[-1] == {"watches": "2/2", "pages": 5, "seconds": 7}
+
+    quiet: list[dict] = []
+    short = Progress(["a"], emit=quiet.append, clock=lambda: now[0])
+    short.watch_done("a", 1)
+    short.close()
+    assert quiet == []  # a run that never reported does not report its end
+
+
+async def test_a_first_cycle_that_never_completes_stops_reporting():
+    reports: list[dict] = []
+    p = Progress(["a", "b"], emit=reports.append, every=0.05, give_up_after=0.3)
+    p.watch_done("a", 1)  # "b" never reports (its poll crashed past the pipeline)
+    await asyncio.wait_for(p.follow(), 10)
+    assert not p.finished and reports and reports[-1] == {"watches": "1/2", "pages": 1}
 
 
 # ---------------------------------------------------------------- demo

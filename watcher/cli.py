@@ -44,10 +44,8 @@ class _Version(argparse.Action):
     """``--version``: the metadata is read only when asked for (every command builds the
     parser, and ``watcher check`` should start fast)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(
-            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs["help"])
-        )
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
         print(f"watcher {version()}")
@@ -201,7 +199,9 @@ async def _run(cfg: Config, db: str | None, *, http: str | None, quiet: bool = F
     def emit(report: dict[str, object]) -> None:
         logs.event(log, "progress", cycle="first", **report)
 
-    progress = Progress(cfg.watches, emit=None if quiet else emit)
+    # a watch whose first poll never reports (it crashed past the pipeline's net, a reload
+    # removed it) must not keep the report going: it ends after a minute with no watch done
+    progress = Progress(cfg.watches, emit=None if quiet else emit, give_up_after=60.0)
     daemon = Daemon(
         cfg, db, http=http, on_cycle=lambda o, _at: progress.watch_done(o.watch_id, o.pages)
     )
@@ -228,8 +228,8 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool, quiet: bool = Fal
 
     def emit(report: dict[str, object]) -> None:
         took = f" in {report['seconds']}s" if "seconds" in report else ""
-        print(f"progress: {report['watches']} watches, {report['pages']} pages{took}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        line = f"progress: {report['watches']} watches, {report['pages']} pages{took}"
+        print(line, file=sys.stderr, flush=True)
 
     rt = Runtime(cfg, db, dry_run=dry_run, command="once")
     progress = Progress(

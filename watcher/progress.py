@@ -32,6 +32,9 @@ class Progress:
             it was called before (None: no reports).
         live_pages: pages are counted as they are read (``page``); else from each watch's
             outcome (``watch_done``).
+        give_up_after: seconds without a watch finishing after which ``follow`` ends (a
+            daemon's watch may never report its first poll: a crash outside the pipeline,
+            a reload that removed it); None: never.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Progress:
         live_pages: bool = False,
         every: float = LINE_EVERY,
         bar_after: float = BAR_AFTER,
+        give_up_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pending = set(watch_ids)
@@ -55,7 +59,8 @@ class Progress:
         self._bar_after = bar_after
         self._clock = clock
         self._started = clock()
-        self._last_line = self._started
+        self._last_line = self._last_done = self._started
+        self._give_up_after = give_up_after
         self._lines = 0
         self._bar: Any = None  # a tqdm bar, made when the run has lasted bar_after
         self._finished = asyncio.Event()
@@ -85,6 +90,7 @@ class Progress:
         if watch_id not in self.pending:
             return
         self.pending.discard(watch_id)
+        self._last_done = self._clock()
         if not self._live_pages:
             self.pages += pages
         self._draw()
@@ -108,8 +114,12 @@ class Progress:
         while not self.finished:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), step)
-            if not self.finished:
-                self.tick()
+            if self.finished:
+                return
+            idle = self._clock() - self._last_done
+            if self._give_up_after is not None and idle >= self._give_up_after:
+                return
+            self.tick()
 
     def tick(self) -> None:
         """What is due now: the bar once the run has lasted ``bar_after``, a line every
