@@ -259,7 +259,7 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool, quiet: bool = Fal
                 progress.close()
         for o in outcomes:
             for err in o.errors:
-                if err not in shown:  # the log has shown it (a page that failed): once
+                if not shown.shown(o.watch_id, err):  # else the log has: print it once
                     print(f"{o.watch_id}: {err}", file=sys.stderr)
         if dry_run:
             fired = [a for o in outcomes for a in o.alerts]
@@ -291,16 +291,19 @@ class _Shown(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.errors: list[str] = []
+        self.errors: list[tuple[str | None, str]] = []  # (the watch it names, the error)
 
     def filter(self, record: logging.LogRecord) -> bool:
         event = logs.fields_of(record)
         if event is not None and event[1].get("error"):
-            self.errors.append(str(event[1]["error"]))
+            watch = event[1].get("watch")
+            self.errors.append((None if watch is None else str(watch), str(event[1]["error"])))
         return True
 
-    def __contains__(self, text: object) -> bool:
-        return any(e in str(text) for e in self.errors)
+    def shown(self, watch_id: str, text: str) -> bool:
+        """The log printed ``text`` (or the error it quotes) of this watch, or of no watch
+        in particular (a provider's pause)."""
+        return any(e in text and w in (None, watch_id) for w, e in self.errors)
 
     def __enter__(self) -> _Shown:
         for h in logging.getLogger().handlers:
