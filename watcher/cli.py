@@ -386,7 +386,10 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
                 print(f"--- demo finished after {n} poll cycles", flush=True)
                 daemon.request_stop()
                 return
+            # polls that ran while the outbox drained may have completed the cycle again:
+            # only those that start after this step count towards the next one
             seen.clear()
+            cycle_done.clear()
             stepped_at = loop.time()
             step = sim.step()
             if n == 1:
