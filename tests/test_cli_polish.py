@@ -239,7 +239,7 @@ async def test_a_long_once_on_a_terminal_shows_a_bar(sim, db_url):
     finally:
         os.close(master)
     # the bar: the search done, the store still reading, redrawn in place
-    assert re.search(r"\rpolling: +50%\|.*\| 1/2 \[00:0\d<.*, 3 pages\]", screen), screen
+    assert re.search(r"\rpolling: +50%\|.*\| 1/2 \[\d\d:\d\d<.*, 3 pages\]", screen), screen
     assert "progress:" not in screen  # a bar, not lines
     # the command's own lines are printed above the bar, each on a line of its own
     lines = [ln.split("\r")[-1] for ln in screen.split("\r\n")]
