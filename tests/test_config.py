@@ -1007,3 +1007,111 @@ def test_libyaml_composes_the_same_nodes_and_positions_as_pyyaml():
                     yield from flat(part)
 
     assert list(flat(fast_compose(text))) == list(flat(yaml.compose(text, yaml.SafeLoader)))
+
+
+# -- watcher check's warnings: a config that runs, but likely not as meant ------------------
+
+WARNED = """\
+providers:
+  socialfetch: {api_key: sfk_written_here}
+channels:
+  tg: {type: telegram, token: "${TG_TOKEN}", chat_ids: [1]}
+  hook: {type: webhook, url: "http://127.0.0.1:9/h", secret: hmac-written-here,
+         headers: {Authorization: "Bearer written-here", X-Trace: "1"}}
+watches:
+  - {id: shop, type: store, url: "https://www.tiktok.com/shop/store/goli/7495794203056835079",
+     every: 1h}
+  - {id: profile, type: store, url: "https://www.tiktok.com/@goli", every: 1h}
+  - {id: product, type: store, url: "https://www.tiktok.com/shop/pdp/1729527313880355335",
+     every: 1h}
+rules: []
+"""
+WARNING = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): warning: (?P<text>.+)$")
+
+
+def at(needle: str, text: str = WARNED) -> tuple[int, int]:
+    """(line, column) of the first ``needle`` in ``text``, both from 1."""
+    index = text.index(needle)
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def check(path: Path, **env: str):
+    import os
+    import subprocess
+
+    from .support import WATCHER
+
+    return subprocess.run(
+        [WATCHER, "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def warnings_of(r, path: Path) -> dict[tuple[int, int], str]:
+    out = {}
+    for line in r.stderr.splitlines():
+        m = WARNING.match(line)
+        assert m and m["file"] == str(path), line
+        out[(int(m["line"]), int(m["col"]))] = m["text"]
+    return out
+
+
+def test_check_warns_of_what_will_not_work_and_still_exits_0(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(WARNED)
+    path.chmod(0o644)
+    r = check(path, TG_TOKEN="123:secret-from-env")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"ok: {path}: 3 watches, 0 rules, 2 channels, 6 warnings\n"
+    found = warnings_of(r, path)
+    key, secret, header = at("sfk_written_here"), at("hmac-written-here"), at('"Bearer')
+    profile, product, rules = (
+        at('"https://www.tiktok.com/@'),
+        at('"https://www.tiktok.com/shop/pdp'),
+        at("rules:"),
+    )
+    assert sorted(found) == [key, secret, header, profile, product, rules], r.stderr
+    assert "'api_key' of provider 'socialfetch' is written in the file" in found[key]
+    assert "(mode 0644)" in found[key] and "${SOCIALFETCH_API_KEY}" in found[key]
+    assert "'secret' of channel 'hook'" in found[secret]
+    assert "header 'Authorization' of channel 'hook'" in found[header]
+    assert "watch 'profile'" in found[profile] and "showcase" in found[profile]
+    assert "watch 'product'" in found[product] and "one product's page" in found[product]
+    assert found[rules].startswith("no rules defined")
+    # the token from ${TG_TOKEN}, the X-Trace header and the store URL are fine; no
+    # warning shows a secret
+    for value in ("sfk_written_here", "hmac-written-here", "Bearer written-here", "secret-from"):
+        assert value not in r.stdout + r.stderr
+
+    path.chmod(0o600)  # only its owner can read it: the literal secrets are no one else's
+    r = check(path, TG_TOKEN="123:secret-from-env")
+    assert r.returncode == 0, r.stderr
+    assert sorted(warnings_of(r, path)) == [profile, product, rules], r.stderr
+
+
+def test_check_warns_of_a_config_without_rules_or_channels(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "providers:\n  socialfetch: {api_key: '${K}'}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+    )
+    r = check(path, K="k")
+    assert r.returncode == 0, r.stderr
+    found = [WARNING.match(line) for line in r.stderr.splitlines()]
+    assert all(m and m["file"] == str(path) for m in found), r.stderr
+    assert [m["text"] for m in found if m] == [
+        "no rules defined: watches are polled and stored, but no alert fires "
+        "(see rules.example.yaml)",
+        "no channels defined: alerts have nowhere to go (see rules.example.yaml)",
+    ]
+
+
+def test_the_example_config_has_no_warning(tmp_path):
+    env = {k: "dummy-value" for k in ("SOCIALFETCH_API_KEY", "KEYAPI_API_KEY")}
+    env |= {"TELEGRAM_BOT_TOKEN": "123456:dummy", "WEBHOOK_SECRET": "dummy"}
+    r = check(EXAMPLE, **env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and ", warning" not in r.stdout, r.stderr

@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("process", ("runtime",)),
     ("bot", ("bot",)),
     ("daemon", ("daemon", "daemon.leader")),  # daemon.leader: which instance runs the bot
-    ("entry", ("simulator", "cli", "__main__")),
+    ("entry", ("simulator", "cli", "progress", "__main__")),
 ]
 
 

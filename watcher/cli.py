@@ -15,14 +15,41 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Config, load_config
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .progress import Progress
+
 log = logging.getLogger("watcher")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def version() -> str:
+    """This watcher's version, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("watcher")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``: the metadata is read only when asked for (every command builds the
+    parser, and ``watcher check`` should start fast)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"watcher {version()}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="watcher",
         description="Watch TikTok Shop stores, showcases, searches and rankings.",
     )
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser, *, config: bool = True, db: bool = True) -> None:
@@ -114,18 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.command, args.verbose, args.quiet)
     try:
         if args.command == "check":
-            cfg = _load(args.config)
-            print(
-                f"ok: {cfg.path}: {len(cfg.watches)} watches, {len(cfg.rules)} rules, "
-                f"{len(cfg.channels)} channels"
-            )
-            return EXIT_OK
+            return _check(args.config)
         if args.command == "run":
             cfg = _load(args.config)
-            return asyncio.run(_run(cfg, args.db, http=args.http))
+            return asyncio.run(_run(cfg, args.db, http=args.http, quiet=args.quiet > 0))
         if args.command == "once":
             cfg = _load(args.config)
-            return asyncio.run(_once(cfg, args.db, dry_run=args.dry_run))
+            return asyncio.run(_once(cfg, args.db, dry_run=args.dry_run, quiet=args.quiet > 0))
         if args.command == "demo":
             return asyncio.run(_demo(args.db, cycles=args.cycles, interval=args.interval))
         if args.command == "status":
@@ -148,26 +171,96 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILURE
 
 
+def _check(path: str) -> int:
+    """Errors exit 2; warnings (a config that runs but likely not as meant) are printed
+    like errors, ``file:line:col: warning: …``, and exit 0."""
+    from .configcheck import config_warnings
+
+    cfg = _load(path)
+    warnings = config_warnings(path)
+    for w in warnings:
+        print(str(w), file=sys.stderr)
+    n = len(warnings)
+    print(
+        f"ok: {cfg.path}: {len(cfg.watches)} watches, {len(cfg.rules)} rules, "
+        f"{len(cfg.channels)} channels" + (f", {n} warning{'s' if n != 1 else ''}" if n else "")
+    )
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- run and once
 
 
-async def _run(cfg: Config, db: str | None, *, http: str | None) -> int:
+async def _run(cfg: Config, db: str | None, *, http: str | None, quiet: bool = False) -> int:
+    """The daemon; its first cycle (every watch polls at start) logs ``event=progress``
+    every few seconds while it lasts (a journal, not a terminal: no bar)."""
     from .daemon import Daemon
+    from .progress import Progress
 
-    return await Daemon(cfg, db, http=http).run()
+    def emit(report: dict[str, object]) -> None:
+        logs.event(log, "progress", cycle="first", **report)
+
+    # a watch whose first poll never reports (it crashed past the pipeline's net, a reload
+    # removed it) must not keep the report going: it ends after a minute with no watch done
+    progress = Progress(cfg.watches, emit=None if quiet else emit, give_up_after=60.0)
+    daemon = Daemon(
+        cfg, db, http=http, on_cycle=lambda o, _at: progress.watch_done(o.watch_id, o.pages)
+    )
+    # a cluster's instances share the first cycle: none of them sees all of it
+    report = None if daemon.cluster else asyncio.create_task(_follow(progress))
+    try:
+        return await daemon.run()
+    finally:
+        if report is not None:
+            report.cancel()
+            await asyncio.gather(report, return_exceptions=True)
 
 
-async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
+async def _follow(progress: Progress) -> None:
+    await progress.follow()
+    progress.close()
+
+
+async def _once(cfg: Config, db: str | None, *, dry_run: bool, quiet: bool = False) -> int:
+    from .progress import Progress, logs_above_bar
     from .runtime import Runtime
 
+    terminal = not quiet and sys.stderr.isatty()
+
+    def emit(report: dict[str, object]) -> None:
+        took = f" in {report['seconds']}s" if "seconds" in report else ""
+        line = f"progress: {report['watches']} watches, {report['pages']} pages{took}"
+        print(line, file=sys.stderr, flush=True)
+
     rt = Runtime(cfg, db, dry_run=dry_run, command="once")
+    progress = Progress(
+        cfg.watches,
+        bar=sys.stderr if terminal else None,
+        emit=None if quiet or terminal else emit,
+        live_pages=True,
+    )
+    for client in rt.clients.values():
+        client.on_page = progress.page
+
+    async def poll(watch):
+        outcome = await rt.pipeline.poll(watch)
+        progress.write(outcome.summary(), sys.stderr)
+        progress.watch_done(watch.id, outcome.pages)
+        return outcome
+
     shown = _Shown()
     try:
-        with shown:
-            outcomes = await rt.poll_all(progress=sys.stderr)
+        with logs_above_bar(terminal), shown:
+            follow = asyncio.create_task(progress.follow())
+            try:
+                outcomes = await asyncio.gather(*(poll(w) for w in cfg.watches.values()))
+            finally:
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
+                progress.close()
         for o in outcomes:
             for err in o.errors:
-                if err not in shown:  # a page failure the log has just shown, for one
+                if not shown.shown(o.watch_id, err):  # else the log has: print it once
                     print(f"{o.watch_id}: {err}", file=sys.stderr)
         if dry_run:
             fired = [a for o in outcomes for a in o.alerts]
@@ -194,18 +287,24 @@ async def _once(cfg: Config, db: str | None, *, dry_run: bool) -> int:
 
 
 class _Shown(logging.Filter):
-    """What the log printed meanwhile, so the CLI does not print an error a second time."""
+    """The errors the log printed meanwhile (the ``error`` field of its events: a failed
+    page, a provider paused), so the CLI does not print one a second time."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.messages: list[str] = []
+        self.errors: list[tuple[str | None, str]] = []  # (the watch it names, the error)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self.messages.append(record.getMessage())
+        event = logs.fields_of(record)
+        if event is not None and event[1].get("error"):
+            watch = event[1].get("watch")
+            self.errors.append((None if watch is None else str(watch), str(event[1]["error"])))
         return True
 
-    def __contains__(self, text: object) -> bool:
-        return any(str(text) in m for m in self.messages)
+    def shown(self, watch_id: str, text: str) -> bool:
+        """The log printed ``text`` (or the error it quotes) of this watch, or of no watch
+        in particular (a provider's pause)."""
+        return any(e in text and w in (None, watch_id) for w, e in self.errors)
 
     def __enter__(self) -> _Shown:
         for h in logging.getLogger().handlers:
@@ -248,8 +347,16 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
     cycle_done = asyncio.Event()
     stepped_at = float("-inf")
 
+    header: str | None = None  # the current step's, printed before its first alert only
+
     def on_cycle(outcome: PollOutcome, started_at: float) -> None:
-        # only a poll that started after the last step has seen that step
+        nonlocal header
+        if outcome.alerts and header is not None:
+            # the step's first alerts (a poll in flight at the step may have seen it too),
+            # before the dispatcher prints them: it runs only once this returns
+            print(header, flush=True)
+            header = None
+        # only a poll that started after the last step has surely seen that step
         if started_at >= stepped_at:
             seen.add(outcome.watch_id)
             if seen >= set(cfg.watches):
@@ -269,7 +376,7 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
             await asyncio.sleep(0.05)
 
     async def stepper() -> None:
-        nonlocal stepped_at
+        nonlocal stepped_at, header
         n = 0
         while True:
             await cycle_done.wait()
@@ -280,12 +387,15 @@ async def _demo(db: str | None, *, cycles: int, interval: float) -> int:
                 print(f"--- demo finished after {n} poll cycles", flush=True)
                 daemon.request_stop()
                 return
+            # polls that ran while the outbox drained may have completed the cycle again:
+            # only those that start after this step count towards the next one
             seen.clear()
+            cycle_done.clear()
             stepped_at = loop.time()
             step = sim.step()
             if n == 1:
                 print("--- baseline stored; the simulated shops start to change", flush=True)
-            print(f"--- step {step}: the simulated shops changed; alerts follow", flush=True)
+            header = f"--- step {step}: the simulated shops changed; alerts follow"
 
     task = asyncio.create_task(stepper())
     try:
@@ -355,7 +465,11 @@ def _alerts(db: str | None, *, failed: bool, limit: int) -> int:
     from .store import Store
 
     store = Store(db, must_exist=True)
-    for alert, deliveries in store.recent_alerts(limit=limit, failed=failed):
+    rows = store.recent_alerts(limit=limit, failed=failed)
+    if not rows:  # say so, rather than print nothing
+        print("no failed deliveries" if failed else "no alerts yet")
+        return EXIT_OK
+    for alert, deliveries in rows:
         states = ", ".join(
             f"{d.channel}{':' + d.target if d.target else ''}={d.status}"
             + (

@@ -7,14 +7,16 @@ Each records issues on the ``Reader`` at the node concerned and returns what is 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from watcher.configload import ID_ALLOWED, ID_RE, Reader, options
 from watcher.configtypes import Entries
+from watcher.errors import ConfigIssue
 from watcher.kinds import Param
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
@@ -148,3 +150,123 @@ def refs(
         label = f"defined {'channels' if noun == 'channel' else 'watches'}"
         r.issue(item, f"{what} names unknown {noun} '{text}'{options(text, defined, label=label)}")
     return found
+
+
+# -- warnings: a valid config that likely does not do what was meant ----------------------
+
+# a store's public URL, as Social Fetch's store endpoint takes it:
+# https://www.tiktok.com/shop/store/<name>/<shop id> (the shop id may be left out)
+_STORE_URL = re.compile(
+    r"https?://(?:(?:www|m|shop)\.)?tiktok\.com/shop/store/[^/?#\s]+(?:/\d+)?/?(?:[?#]\S*)?",
+    re.IGNORECASE,
+)
+# keys whose value is a credential: written literally, anyone who can read the file has it
+_SECRET_KEYS = {"providers": ("api_key",), "channels": ("token", "secret")}
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password", re.IGNORECASE)
+
+
+def config_warnings(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> list[ConfigIssue]:
+    """``file:line:col: warning: …`` issues of a config that loads (``load_config`` passed):
+    no rules, no channels, a store ``url`` that is no TikTok Shop store URL, a credential
+    written literally in a file that others may read. Never raises; values from the
+    environment are never shown."""
+    file = os.fsdecode(path)
+    r = Reader(file, os.environ if env is None else env, ())
+    try:
+        root = r.load()
+        if isinstance(root, MappingNode):
+            _warn(r, root, _readable_by_others(file))
+    except Exception:  # the file passed load_config: a warning is never worth a failure
+        return []
+    return [dataclasses.replace(i, message=f"warning: {i.message}") for i in r.sorted_issues()]
+
+
+def _readable_by_others(file: str) -> str | None:
+    """The file's mode (``0644``) when its group or others may read it, else None."""
+    try:
+        mode = os.stat(file).st_mode & 0o777
+    except OSError:
+        return None
+    return f"{mode:04o}" if mode & 0o044 else None
+
+
+def _warn(r: Reader, root: MappingNode, readable: str | None) -> None:
+    top = r.mapping(root, "the config file")
+
+    def items(name: str) -> list[tuple[str, MappingNode]]:
+        node = top[name][1] if name in top else None
+        if isinstance(node, MappingNode):
+            return [(str(k.value), v) for k, v in node.value if isinstance(v, MappingNode)]
+        if isinstance(node, SequenceNode):
+            return [("", v) for v in node.value if isinstance(v, MappingNode)]
+        return []
+
+    for name, noun, consequence in (
+        ("rules", "rules", "watches are polled and stored, but no alert fires"),
+        ("channels", "channels", "alerts have nowhere to go"),
+    ):
+        if not items(name):
+            where = top[name][0] if name in top else None
+            r.issue(where, f"no {noun} defined: {consequence} (see rules.example.yaml)")
+    for _, watch in items("watches"):
+        _check_store_url(r, watch)
+    if readable is None:
+        return
+    for section, keys in _SECRET_KEYS.items():
+        for name, item in items(section):
+            entries = r.mapping(item, "")
+            what = f"{section[:-1]} '{name}'"
+            for key in keys:
+                if key in entries:
+                    where = f"'{key}' of {what}"
+                    _check_literal(r, entries[key][1], where, _var(name, key), readable)
+            headers = entries.get("headers", (None, None))[1]
+            if section == "channels" and isinstance(headers, MappingNode):
+                for key_node, value_node in headers.value:
+                    if _SECRET_HEADER.search(str(key_node.value)):
+                        where = f"header '{key_node.value}' of {what}"
+                        var = _var(name, str(key_node.value))
+                        _check_literal(r, value_node, where, var, readable)
+
+
+def _check_store_url(r: Reader, watch: MappingNode) -> None:
+    entries = r.mapping(watch, "")
+    if "type" not in entries or "url" not in entries:
+        return
+    kind = r.scalar(entries["type"][1], "")
+    url = r.scalar(entries["url"][1], "")
+    if kind is None or kind[0] != "store" or url is None or _STORE_URL.fullmatch(url[0].strip()):
+        return
+    wid = r.scalar(entries["id"][1], "") if "id" in entries else None
+    what = f"watch '{wid[0]}'" if wid else "a watch"
+    if re.search(r"tiktok\.com/@", url[0]):
+        hint = "; a creator's profile is a showcase watch (type: showcase, handle: …)"
+    elif "/shop/pdp/" in url[0] or "/product/" in url[0]:
+        hint = "; that is one product's page: watch its store, or a search for it"
+    else:
+        hint = ""
+    r.issue(
+        entries["url"][1],
+        f"'url' of {what} is not a TikTok Shop store URL (like "
+        f"https://www.tiktok.com/shop/store/<name>/<shop id>): upstream will not find the "
+        f"store{hint}",
+    )
+
+
+def _var(*parts: str) -> str:
+    """A variable name to suggest: ``SOCIALFETCH_API_KEY``, ``ALERTS_TOKEN``."""
+    return re.sub(r"[^A-Z0-9]+", "_", "_".join(parts).upper()).strip("_") or "SECRET"
+
+
+def _check_literal(r: Reader, node: Node, what: str, var: str, mode: str) -> None:
+    """A credential written in the file itself (not ``${VAR}``) of a file others can read."""
+    if not isinstance(node, ScalarNode) or "${" in node.value or not node.value.strip():
+        return
+    r.issue(
+        node,
+        f"{what} is written in the file, which others can read (mode {mode}): write "
+        f"${{{var}}} and set {var} in the environment, or make the file private "
+        f"(chmod 600 {r.file})",
+    )

@@ -8,47 +8,99 @@ rule kinds (each kind's value lines live with the kind).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from watcher.models import Product
 
 NUMBER_ERRORS = (ArithmeticError, ValueError, TypeError)
-_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+LOCALE = "en"  # symbols and their placement (CLDR, through babel)
+_CODE = re.compile(r"[A-Z]{3}")
 _CENT = Decimal("0.01")
 _MAX_PLAIN_DIGITS = 24  # integer digits shown with thousands separators; more is ``str``
 _MAX_PLAIN_PLACES = 12  # decimal places shown in full; more is ``str``
 
 
 def format_money(amount: Decimal | None, currency: str | None) -> str:
-    """``$19.99``, ``€5.00``, ``1,250.00 MYR``; "?" for an unknown amount. No float.
+    """``$19.99``, ``€5.00``, ``¥1,250``, ``IDR 150,000``, ``MYR 1,250.00``; "?" for an
+    unknown amount. No float.
 
-    Never raises: NaN, infinities and amounts too large or too fine to show in full (1e30)
-    are shown as ``str(amount)``, with the currency as usual.
+    Per currency (babel's CLDR data, English): its symbol where English has one, else its
+    code, and its own number of decimals (none for JPY, IDR, VND); decimals the amount has
+    beyond those are shown, never rounded away. Never raises: NaN, infinities and amounts
+    too large or too fine to show in full (1e30) are shown as ``str(amount)``, with the
+    currency as usual; a currency that is no ISO code is written after the amount as given.
     """
     if amount is None:
         return "?"
+    code = (currency or "").strip().upper()
+    if not _CODE.fullmatch(code):
+        text = _plain_or_str(amount)
+        return f"{text} {code}" if code else text
     try:
-        text = _plain_money(amount)
-    except NUMBER_ERRORS:
-        text = str(amount)
-    code = (currency or "").upper()
-    if code in _SYMBOLS:
-        sign = "-" if text.startswith("-") else ""
-        return f"{sign}{_SYMBOLS[code]}{text.lstrip('-')}"
-    return f"{text} {code}" if code else text
+        _check_plain(amount)
+        text = _currency(amount, code)
+    except Exception:  # NUMBER_ERRORS, or anything babel has against a code: fall back
+        text = ""
+    if text:
+        return text
+    text = str(amount)
+    sign = "-" if text.startswith("-") else ""
+    return f"{sign}{_prefix(code)}{text.lstrip('-')}"
 
 
-def _plain_money(amount: Decimal) -> str:
-    """``1,250.00``; raises ValueError or ArithmeticError for what cannot be shown so."""
+@lru_cache(maxsize=1)
+def _babel() -> tuple[Callable[..., str], Callable[..., str]]:
+    """babel's formatters, imported on first use (``watcher check`` never needs them)."""
+    from babel.numbers import format_currency, get_currency_symbol
+
+    return format_currency, get_currency_symbol
+
+
+@lru_cache(maxsize=256)
+def _prefix(code: str) -> str:
+    """What stands before the number: ``$``, ``€``, or a code and a space (``MYR ``)."""
+    symbol = _babel()[1](code, locale=LOCALE)
+    return f"{symbol} " if symbol[-1:].isalpha() else symbol
+
+
+def _currency(amount: Decimal, code: str) -> str:
+    """babel's text with the space English puts after a letter symbol (``MYR 99.90``:
+    babel writes ``MYR99.90``) and plain spaces, so the text reads the same in a log."""
+    text = _babel()[0](amount, code, locale=LOCALE, decimal_quantization=False)
+    text = text.replace("\xa0", " ")
+    prefix = _prefix(code)
+    bare = prefix.rstrip()
+    sign = "-" if text.startswith("-") else ""
+    body = text.removeprefix(sign)
+    if prefix != bare and body.startswith(bare) and not body.startswith(prefix):
+        return f"{sign}{prefix}{body[len(bare) :]}"
+    return text
+
+
+def _check_plain(amount: Decimal) -> None:
+    """Raises ValueError for what cannot be shown as a plain number in full."""
     if not amount.is_finite():
         raise ValueError("not a finite amount")
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)  # finite
     if amount.adjusted() >= _MAX_PLAIN_DIGITS or exponent < -_MAX_PLAIN_PLACES:
         raise ValueError("too long to show in full")
-    if exponent >= -2:
-        amount = amount.quantize(_CENT)
-    return f"{amount:,f}"
+
+
+def _plain_or_str(amount: Decimal) -> str:
+    """``1,250.00`` (an amount without a currency), or ``str(amount)``."""
+    try:
+        _check_plain(amount)
+        exponent = amount.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if exponent >= -2:
+            amount = amount.quantize(_CENT)
+        return f"{amount:,f}"
+    except NUMBER_ERRORS:
+        return str(amount)
 
 
 def price_or_unknown(p: Product) -> str:

@@ -52,6 +52,15 @@ def event(
         logger.log(level, "%s", _Lazy(name, fields), exc_info=exc_info)
 
 
+def fields_of(record: logging.LogRecord) -> tuple[str, dict[str, Any]] | None:
+    """The event name and fields of a record ``event`` logged; None for any other record
+    (a library's). Lets a caller tell which events the log has shown."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], _Lazy):
+        return args[0].name, args[0].fields
+    return None
+
+
 class _Lazy:
     __slots__ = ("fields", "name")
 

@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 3  # in all, first try included (spec section 9)
 
 CreditsCallback = Callable[[str, int], None]
 CreditsLeft = Callable[[], int | None]
+PageCallback = Callable[[str], None]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
@@ -119,6 +120,8 @@ class ProviderClient:
         timeout: total seconds per request.
         sleep: awaited for backoff delays (tests inject a recorder).
         random: returns a float in [0, 1) for jitter.
+        on_page: called ``(watch id)`` after each page read, for a progress report (the
+            ``on_page`` attribute may also be set later).
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class ProviderClient:
         timeout: float = 30,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        on_page: PageCallback | None = None,
     ) -> None:
         if provider.name not in PROVIDERS:
             raise ValueError(f"unknown provider {provider.name!r}")
@@ -141,6 +145,7 @@ class ProviderClient:
         self._backoff_base = backoff_base
         self._sleep = sleep
         self._random = random
+        self.on_page = on_page
         self._transport = Transport(
             provider.base_url,
             self._spec.auth(provider.api_key),
@@ -212,6 +217,8 @@ class ProviderClient:
                 progress.errors.append(_failure(watch, page_no, error))
                 break
             progress.read += 1
+            if self.on_page is not None:
+                self.on_page(watch.id)
             if page.not_found:
                 progress.not_found = progress.exhausted = True
                 break
