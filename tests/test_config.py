@@ -1115,3 +1115,29 @@ def test_the_example_config_has_no_warning(tmp_path):
     r = check(EXAMPLE, **env)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "" and ", warning" not in r.stdout, r.stderr
+
+
+def test_check_warns_of_an_apprise_url_with_a_literal_token(tmp_path):
+    path = tmp_path / "rules.yaml"
+    text = (
+        "providers:\n  socialfetch: {api_key: '${K}'}\n"
+        "watches:\n  - {id: s, type: search, query: q, every: 1h}\n"
+        "channels:\n"
+        "  phone:\n"
+        "    type: apprise\n"
+        "    urls:\n"
+        "      - ntfy://ntfy.sh\n"  # no credential: fine
+        "      - discord://1234/written-token\n"
+        "      - '${DISCORD_URL}'\n"
+        "rules:\n  - {id: r, when: new_item, notify: [phone]}\n"
+    )
+    path.write_text(text)
+    path.chmod(0o644)
+    r = check(path, K="k", DISCORD_URL="discord://1/from-env")
+    assert r.returncode == 0, r.stderr
+    found = warnings_of(r, path)
+    assert sorted(found) == [at("discord://1234", text)], r.stderr
+    assert "url 2 of channel 'phone' is written in the file" in found[at("discord://1234", text)]
+    assert "written-token" not in r.stdout + r.stderr
+    path.chmod(0o600)
+    assert warnings_of(check(path, K="k", DISCORD_URL="discord://1/x"), path) == {}

@@ -222,6 +222,12 @@ def _warn(r: Reader, root: MappingNode, readable: str | None) -> None:
                 if key in entries:
                     where = f"'{key}' of {what}"
                     _check_literal(r, entries[key][1], where, _var(name, key), readable)
+            urls = entries.get("urls", (None, None))[1]
+            if section == "channels" and isinstance(urls, SequenceNode):
+                for n, url_node in enumerate(urls.value):  # apprise: tokens live in the URL
+                    if isinstance(url_node, ScalarNode) and _holds_secret(url_node.value):
+                        where = f"url {n + 1} of {what}"
+                        _check_literal(r, url_node, where, _var(name, f"url_{n + 1}"), readable)
             headers = entries.get("headers", (None, None))[1]
             if section == "channels" and isinstance(headers, MappingNode):
                 for key_node, value_node in headers.value:
@@ -253,6 +259,19 @@ def _check_store_url(r: Reader, watch: MappingNode) -> None:
         f"https://www.tiktok.com/shop/store/<name>/<shop id>): upstream will not find the "
         f"store{hint}",
     )
+
+
+def _holds_secret(url: str) -> bool:
+    """Whether an apprise URL carries a credential: apprise itself says so, by masking it
+    in the URL it prints for privacy (a token, a password); without apprise, a password."""
+    if "${" in url:
+        return False
+    try:
+        import apprise
+    except ImportError:
+        return bool(re.match(r"^[^:/]+://[^/@]*:[^/@]*@", url))
+    plugin = apprise.Apprise.instantiate(url.strip(), suppress_exceptions=True)
+    return plugin is not None and plugin.url(privacy=True) != plugin.url()
 
 
 def _var(*parts: str) -> str:
