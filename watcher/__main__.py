@@ -4,6 +4,8 @@
 is still importing and reading its config (systemd restarting a unit, a supervisor
 giving up): so the first thing it does is to turn SIGTERM into a KeyboardInterrupt,
 which the CLI answers with exit 0, until the daemon's event loop takes the signal over.
+SIGHUP (``systemctl reload``) would end the process by default: it is ignored until the
+daemon's loop installs its reload handler (the config being read then is the one read).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def _stop_before_start(signum: int, frame: object) -> None:
 def main() -> int:
     if sys.argv[1:2] == ["run"]:
         signal.signal(signal.SIGTERM, _stop_before_start)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         from .cli import main as cli_main
 

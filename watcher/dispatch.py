@@ -176,6 +176,13 @@ class Dispatcher:
         """
         self._accepting = False
 
+    async def replace_channels(self, channels: Mapping[str, Channel]) -> None:
+        """A reloaded config's channels, from the next pass on (a pass under way ends with
+        the channels it started with). Deliveries of a channel no longer configured are not
+        claimed: they stay pending, and go out if a channel of that id comes back."""
+        async with self._lock:
+            self.channels = channels
+
     @property
     def accepting(self) -> bool:
         return self._accepting

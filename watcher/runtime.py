@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from . import logs
-from .channels import build_channels
-from .config import Config
+from .channels import Channel, build_channels, channel_type
+from .config import Config, ProviderConfig
 from .dispatch import Dispatcher
 from .pipeline import CreditMeter, Pipeline, PollOutcome
 from .sources.client import ProviderClient
@@ -24,6 +25,82 @@ if TYPE_CHECKING:  # prometheus-client only where metrics are served (the daemon
     from .metrics import Metrics
 
 log = logging.getLogger("watcher.runtime")
+
+BOT_KEYS = ("token", "base_url", "timeout")  # what a channel's bot client is built from
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal but for where in the file it was defined."""
+    if hasattr(a, "line") and hasattr(b, "line"):
+        return replace(a, line=0) == replace(b, line=0)  # type: ignore[type-var]
+    return a == b
+
+
+def _delta(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[tuple[str, ...], ...]:
+    """(added, removed, changed) ids, each in the new (or old) file's order."""
+    added = tuple(k for k in new if k not in old)
+    removed = tuple(k for k in old if k not in new)
+    changed = tuple(k for k in new if k in old and not _same(old[k], new[k]))
+    return added, removed, changed
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """What a reloaded config changes, by id. ``changed`` watches are any whose keys
+    differ; of those, ``redefined`` start a new baseline (url, handle, query, region…:
+    ``WatchConfig.definition``) and ``rescheduled`` have a new ``every`` or ``cron``."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    redefined: tuple[str, ...] = ()
+    rescheduled: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()  # added, removed or changed
+    channels_added: tuple[str, ...] = ()
+    channels_removed: tuple[str, ...] = ()
+    channels_changed: tuple[str, ...] = ()
+    providers_added: tuple[str, ...] = ()
+    providers_removed: tuple[str, ...] = ()
+    providers_changed: tuple[str, ...] = ()
+    other: tuple[str, ...] = ()  # top-level settings (retention…)
+
+    @classmethod
+    def between(cls, old: Config, new: Config) -> ConfigChanges:
+        added, removed, changed = _delta(old.watches, new.watches)
+        r_added, r_removed, r_changed = _delta(old.rules, new.rules)
+        c_added, c_removed, c_changed = _delta(old.channels, new.channels)
+        p_added, p_removed, p_changed = _delta(old.providers, new.providers)
+        ow, nw = old.watches, new.watches
+        return cls(
+            added=added,
+            removed=removed,
+            changed=changed,
+            redefined=tuple(w for w in changed if ow[w].definition() != nw[w].definition()),
+            rescheduled=tuple(
+                w for w in changed if (ow[w].every, ow[w].cron) != (nw[w].every, nw[w].cron)
+            ),
+            rules=(*r_added, *r_removed, *r_changed),
+            channels_added=c_added,
+            channels_removed=c_removed,
+            channels_changed=c_changed,
+            providers_added=p_added,
+            providers_removed=p_removed,
+            providers_changed=p_changed,
+            other=tuple(
+                f.name
+                for f in fields(new)
+                if f.name not in ("path", "providers", "channels", "watches", "rules")
+                and getattr(old, f.name) != getattr(new, f.name)
+            ),
+        )
+
+
+@dataclass
+class Retired:
+    """What a reload replaced: to be closed once nothing uses it."""
+
+    clients: list[ProviderClient] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
 
 
 class Runtime:
@@ -45,19 +122,8 @@ class Runtime:
             self.store, {n: p.daily_credit_budget for n, p in config.providers.items()}
         )
 
-        def on_credits(provider: str, credits: int) -> None:
-            self.meter.record(provider, credits)
-            if metrics is not None:
-                metrics.credit(provider, credits)
-
-        self.clients = {
-            name: ProviderClient(
-                pcfg,
-                on_credits=on_credits,
-                credits_left=lambda n=name: self.meter.left(n),
-            )
-            for name, pcfg in config.providers.items()
-        }
+        self._metrics = metrics
+        self.clients = {name: self._client(pcfg) for name, pcfg in config.providers.items()}
         self.pipeline = Pipeline(
             config,
             self.store,
@@ -74,6 +140,62 @@ class Runtime:
             self._registered = True
             # deliveries a crashed process had in hand are due again right away
             self.store.release_dead_claims()
+
+    def _client(self, pcfg: ProviderConfig) -> ProviderClient:
+        def on_credits(provider: str, credits: int) -> None:
+            self.meter.record(provider, credits)
+            if self._metrics is not None:
+                self._metrics.credit(provider, credits)
+
+        name = pcfg.name
+        return ProviderClient(
+            pcfg, on_credits=on_credits, credits_left=lambda: self.meter.left(name)
+        )
+
+    async def reconfigure(self, config: Config, changes: ConfigChanges) -> Retired:
+        """Apply a reloaded config (``watcher run``'s SIGHUP): the pipeline's watches and
+        rules, the providers' clients, the channels. Returns what it replaced, for the
+        caller to close once nothing uses it (polls in flight, a bot on a channel)."""
+        retired = Retired()
+        for name in (*changes.providers_changed, *changes.providers_removed):
+            retired.clients.append(self.clients.pop(name))
+        for name in (*changes.providers_added, *changes.providers_changed):
+            self.clients[name] = self._client(config.providers[name])
+        self.meter.set_budgets({n: p.daily_credit_budget for n, p in config.providers.items()})
+        self.pipeline.reconfigure(
+            config,
+            watches=(*changes.changed, *changes.removed),
+            providers=changes.providers_changed,
+        )
+        channels = dict(self.dispatcher.channels)
+        for cid in changes.channels_removed:
+            if cid in channels:
+                retired.channels.append(channels.pop(cid))
+        fresh = build_channels(config)
+        for cid in (*changes.channels_added, *changes.channels_changed):
+            old, new = channels.get(cid), config.channels[cid]
+            if old is not None and old.config.type == new.type and channel_type(new.type).has_bot:
+                # the bot (its token, Bot API, client) stays what it was: a command service
+                # and its polling share that client; only a restart changes those
+                if any(getattr(old.config, k) != getattr(new, k) for k in BOT_KEYS):
+                    logs.event(
+                        log,
+                        "restart_needed",
+                        logging.WARNING,
+                        channel=cid,
+                        reason="telegram token, base_url or timeout changed",
+                    )
+                    new = replace(new, **{k: getattr(old.config, k) for k in BOT_KEYS})
+                old.config = new
+            elif cid in fresh:
+                if old is not None:
+                    retired.channels.append(old)
+                channels[cid] = fresh.pop(cid)
+        for unused in fresh.values():  # built for nothing: unchanged channels stay as they are
+            await unused.close()
+        await self.dispatcher.replace_channels(channels)
+        self.config = config
+        return retired
 
     async def poll_all(
         self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None

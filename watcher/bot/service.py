@@ -80,6 +80,14 @@ class BotService:
     def running(self) -> bool:
         return self._app is not None and self._app.running
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP): commands answer from it and from the channel's new
+        settings (``channel.config``, updated in place; the bot client stays)."""
+        self.config = config
+        self.settings = self.channel.config
+        self.commands.config = config
+        self.commands.settings = self.channel.config
+
     async def start(self) -> None:
         """Start long polling in the running loop; raises ``BotStartError``."""
         if self._app is not None:

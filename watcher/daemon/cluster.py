@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import logs
 from ..config import Config, WatchConfig
 from ..pipeline import POLLS_PER_REQUEST_SLOT
+from ..runtime import ConfigChanges
 from ..store import Store
 from ..store.engine import libpq_conninfo
 from ..triggers import trigger_for
@@ -154,6 +155,31 @@ class ClusterJobs:
             await asyncio.to_thread(self.store.set_poll_workers, ids)
         except Exception as exc:  # then their heartbeat tells it, STALLED_AFTER later
             logs.event(log, "record_workers_failed", logging.WARNING, error=repr(exc))
+
+    async def reload(self, config: Config, changes: ConfigChanges) -> None:
+        """A removed watch's chain ends at its next job (``_job`` finds it gone); an added
+        one is queued now (a new provider gets its worker); a waiting job of a watch with a
+        new ``every`` or ``cron`` moves to the new schedule's next point."""
+        self.config = config
+        for provider in sorted({w.provider for w in config.watches.values()}):
+            if provider not in self._workers and not self._stopping:
+                self._start_worker(provider)
+        now = datetime.now(UTC)
+        queued = 0
+        for wid in changes.added:
+            queued += await self._defer(config.watches[wid], now)
+        if queued:
+            logs.event(log, "polls_queued", watches=queued)
+        for wid in changes.rescheduled:
+            at = trigger_for(config.watches[wid]).get_next_fire_time(None, now)
+            await self.app.connector.execute_query_async(
+                "UPDATE procrastinate_jobs SET scheduled_at = %(at)s "
+                "WHERE task_name = %(task)s AND status = 'todo' AND lock = %(watch)s",
+                at=at,
+                task=TASK,
+                watch=wid,
+            )
+        self._queued = await self._queued_jobs()
 
     def next_poll(self, watch_id: str) -> datetime | None:
         """When this watch's waiting job is due (as of the last maintenance pass)."""

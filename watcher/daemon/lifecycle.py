@@ -3,6 +3,10 @@
 Start channels and bot → schedule every watch (first poll now) → deliver alerts as they are
 stored → on SIGTERM/SIGINT pause scheduling, let in-flight polls finish (cancel them after a
 grace period), flush what the outbox can deliver, close everything, exit 0.
+
+SIGHUP (``systemctl reload``) re-reads the config file (``reload``): an invalid one is
+logged issue by issue and the running config stays; a valid one is applied without a
+restart. A SIGHUP while the daemon is starting is applied once it has started.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .. import logs
-from ..channels import channel_type
-from ..config import Config
+from ..channels import Channel, channel_type
+from ..config import Config, load_config
+from ..errors import ConfigError
 from ..metrics import Metrics
 from ..pipeline import PollOutcome
-from ..runtime import Runtime
+from ..runtime import ConfigChanges, Retired, Runtime
 from ..status import WatchStatus
 from ..store.engine import is_postgresql, resolve_url
+from ..util import iso_utc
 from . import loops
 from .http import HealthServer
 from .runlock import RunLock
@@ -88,7 +96,14 @@ class Daemon:
         self.notify = Notifier()
         self.rt: Runtime | None = None
         self.jobs: Scheduling | None = None
+        self.runner: PollRunner | None = None
         self.bots: list = []
+        self._services: dict[str, tuple[BotService, object]] = {}  # channel → (bot, lead)
+        # the CLI read the config just before: when the running config was loaded
+        self.config_loaded_at = datetime.now(UTC)
+        self.reload_error: str | None = None  # the last failed reload, until one succeeds
+        self._reload = asyncio.Event()
+        self._closing: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._server: HealthServer | None = None
@@ -103,11 +118,21 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config at the next chance (reloads never overlap)."""
+        self._reload.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers: list[tuple[int, Callable[[], None]]] = [
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+        ]
+        if self.command == "run":  # the demo's config is built in, nothing to re-read
+            handlers.append((signal.SIGHUP, self.request_reload))
+        for sig, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, handler)
         try:
             await self._start()
             self.notify("READY=1")
@@ -123,6 +148,8 @@ class Daemon:
             if self.cluster:
                 share = loops.share(self.rt, self._share)
                 tasks.append(asyncio.create_task(share, name="share"))
+            if self.command == "run":
+                tasks.append(asyncio.create_task(self._reloads(), name="reload"))
             if (interval := Notifier.watchdog_interval()) is not None:
                 watchdog = loops.watchdog(self.healthy, self.notify, interval, self._stop)
                 tasks.append(asyncio.create_task(watchdog, name="watchdog"))
@@ -131,9 +158,12 @@ class Daemon:
             logs.event(log, "stopping")
             await self._shutdown(tasks)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig, _handler in handlers:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if self.command == "run":  # removing the handler restored the default: exit
+                with contextlib.suppress(ValueError):
+                    signal.signal(signal.SIGHUP, signal.SIG_IGN)
         logs.event(log, "stopped")
         return 0
 
@@ -155,6 +185,118 @@ class Daemon:
             )
         return out
 
+    # ------------------------------------------------------------ reload
+
+    async def _reloads(self) -> None:
+        while not self._stop.is_set():
+            await self._reload.wait()
+            self._reload.clear()
+            if self._stop.is_set():
+                return
+            try:
+                await self.reload()
+            except Exception as exc:  # a bug here must not end the daemon, nor reloads
+                logs.event(log, "reload_failed", logging.ERROR, exc_info=True, error=repr(exc))
+                self.reload_error = f"{type(exc).__name__}: {exc}"
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it; False (the running config stays, every
+        issue logged with its file:line) when it is invalid."""
+        path = self.config.path
+        logs.event(log, "reloading", config=path)
+        self.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            try:
+                new = await asyncio.to_thread(load_config, path)
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    logs.event(log, "reload_failed", logging.ERROR, error=str(issue))
+                n = len(exc.issues)
+                self.reload_error = f"{n} error{'s' if n != 1 else ''} in {path}"
+                logs.event(
+                    log,
+                    "config_kept",
+                    logging.WARNING,
+                    errors=n,
+                    loaded_at=iso_utc(self.config_loaded_at),
+                )
+                return False
+            await self._apply(new)
+            return True
+        finally:
+            self.notify("READY=1")
+            self.notify(f"STATUS=watching {len(self.config.watches)} watches")
+
+    async def _apply(self, new: Config) -> None:
+        assert self.rt is not None and self.jobs is not None and self.runner is not None
+        changes = ConfigChanges.between(self.config, new)
+        retired = await self.rt.reconfigure(new, changes)
+        if self.cluster:  # a new client takes this instance's share of its limits
+            for name in (*changes.providers_added, *changes.providers_changed):
+                self.rt.clients[name].set_share(self._share)
+        self.runner.config = new
+        await self.jobs.reload(new, changes)
+        await self._reload_bots(new, retired)
+        self.config = new
+        self.config_loaded_at = datetime.now(UTC)
+        self.reload_error = None
+        in_flight = set(self.runner.in_flight)
+        for channel in retired.channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        if retired.clients:  # once the polls that use them are done
+            task = asyncio.create_task(self._close_clients(retired, in_flight))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        def ids(names: tuple[str, ...]) -> str:
+            return ",".join(names) or "-"
+
+        logs.event(
+            log,
+            "config_reloaded",
+            watches=len(new.watches),
+            added=ids(changes.added),
+            removed=ids(changes.removed),
+            changed=ids(changes.changed),
+            rules=ids(changes.rules),
+            channels=ids(
+                (*changes.channels_added, *changes.channels_removed, *changes.channels_changed)
+            ),
+            providers=ids(
+                (*changes.providers_added, *changes.providers_removed, *changes.providers_changed)
+            ),
+        )
+        for wid in changes.redefined:
+            logs.event(log, "watch_redefined", watch=wid, next_poll="baseline")
+        for cid in changes.channels_removed:
+            # its deliveries are never claimed: pending until a channel of that id returns
+            logs.event(log, "channel_removed", logging.WARNING, channel=cid, deliveries="kept")
+
+    async def _close_clients(self, retired: Retired, in_flight: set[asyncio.Task]) -> None:
+        if in_flight:
+            await asyncio.wait(in_flight)
+        for client in retired.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _reload_bots(self, config: Config, retired: Retired) -> None:
+        """A bot whose channel was removed (or rebuilt as another type) stops; the others
+        answer from the new config; a new Telegram channel gets its bot."""
+        assert self.rt is not None
+        channels = self.rt.dispatcher.channels
+        gone: list[Channel] = list(retired.channels)
+        for cid, (svc, leadership) in list(self._services.items()):
+            if svc.channel in gone or channels.get(cid) is not svc.channel:
+                await leadership.stop()  # type: ignore[attr-defined]
+                self.bots.remove(leadership)
+                del self._services[cid]
+            else:
+                svc.reconfigure(config)
+        for ch in channels.values():
+            if channel_type(ch.config.type).has_bot and ch.id not in self._services:
+                await self._start_bot(ch)
+
     def healthy(self) -> bool:
         if self.jobs is None or not self.jobs.running or self.rt is None:
             return False
@@ -172,6 +314,8 @@ class Daemon:
         me = next((i for i in instances if i.id == self.instance_id), None)
         return {
             "instance": self.instance_id,
+            "config_loaded_at": iso_utc(self.config_loaded_at),
+            "config_reload_error": self.reload_error,
             "cluster": self.cluster,
             "in_cluster": bool(me and me.alive and self.jobs and self.jobs.running),
             "instances_alive": sum(1 for i in instances if i.alive and i.command != "once"),
@@ -197,7 +341,7 @@ class Daemon:
         await self._start_bots()
         if self.cluster:  # before the first poll: the limits are the cluster's
             self._share = await loops.apply_share(self.rt)
-        runner = PollRunner(
+        self.runner = runner = PollRunner(
             self.config,
             self.rt,
             self.metrics,
@@ -225,22 +369,25 @@ class Daemon:
         chats = [
             c for c in self.rt.dispatcher.channels.values() if channel_type(c.config.type).has_bot
         ]
-        if not chats:
-            return
+        for ch in chats:
+            await self._start_bot(ch)
+
+    async def _start_bot(self, ch: Channel) -> None:
         from ..bot import BotService
         from .leader import Leadership, LocalLeadership
 
-        for ch in chats:
-            # alone, the scheduler knows the next polls exactly; a cluster's come from the
-            # job queue, which the report reads itself
-            status = None if self.cluster else self.status
-            svc = BotService(self.config, self.rt.store, ch, status=status)
-            kind = Leadership if self.cluster else LocalLeadership
-            leadership = kind(
-                self.db, ch.id, on_elected=self._bot_up(svc), on_deposed=self._bot_down(svc)
-            )
-            await leadership.start()
-            self.bots.append(leadership)
+        assert self.rt is not None
+        # alone, the scheduler knows the next polls exactly; a cluster's come from the
+        # job queue, which the report reads itself
+        status = None if self.cluster else self.status
+        svc = BotService(self.config, self.rt.store, ch, status=status)  # type: ignore[arg-type]
+        kind = Leadership if self.cluster else LocalLeadership
+        leadership = kind(
+            self.db, ch.id, on_elected=self._bot_up(svc), on_deposed=self._bot_down(svc)
+        )
+        await leadership.start()
+        self.bots.append(leadership)
+        self._services[ch.id] = (svc, leadership)
 
     def _bot_up(self, svc: BotService) -> Callable[[], Awaitable[None]]:
         async def elected() -> None:

@@ -10,6 +10,7 @@ instead of swallowed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,14 +18,15 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .. import logs
-from ..config import Config
+from ..config import Config, WatchConfig
 from ..metrics import Metrics
 from ..pipeline import PollOutcome
 from ..rules.tracks import is_track_rule
-from ..runtime import Runtime
+from ..runtime import ConfigChanges, Runtime
 from ..triggers import GridTrigger as GridTrigger
 from ..triggers import phase_of as phase_of
 from ..triggers import trigger_for
@@ -51,6 +53,11 @@ class Scheduling(Protocol):
     async def finish(self, grace: float, cancel_wait: Callable[[], float]) -> None: ...
 
     async def shutdown(self) -> None: ...
+
+    async def reload(self, config: Config, changes: ConfigChanges) -> None:
+        """Schedule a reloaded config: added watches poll now, removed ones no more, a new
+        ``every`` or ``cron`` from the next poll on (the runner already has ``config``)."""
+        ...
 
 
 class PollRunner:
@@ -81,13 +88,16 @@ class PollRunner:
         logs one line for all of them)."""
         if self.stopping.is_set():
             return None
+        watch = self.config.watches.get(watch_id)
+        if watch is None:  # removed by a reload while its poll was due
+            return None
         task = asyncio.current_task()
         assert task is not None
         self.in_flight.add(task)
         started = time.perf_counter()
         started_at = asyncio.get_running_loop().time()
         try:
-            outcome = await self.rt.pipeline.poll(self.config.watches[watch_id])
+            outcome = await self.rt.pipeline.poll(watch)
         except asyncio.CancelledError:
             # a stop cut it short: the stop logs one line for all of them (a scheduler
             # would log a traceback for each)
@@ -164,18 +174,33 @@ class PollJobs:
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         now = datetime.now(UTC)
         for watch in self.config.watches.values():
-            self.scheduler.add_job(
-                self.runner.run,
-                trigger_for(watch),
-                args=[watch.id],
-                id=watch.id,
-                name=f"poll {watch.id}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=MISFIRE_GRACE,
-                next_run_time=now,
-            )
+            self._add(watch, now)
         self.scheduler.start()
+
+    def _add(self, watch: WatchConfig, now: datetime) -> None:
+        self.scheduler.add_job(
+            self.runner.run,
+            trigger_for(watch),
+            args=[watch.id],
+            id=watch.id,
+            name=f"poll {watch.id}",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=MISFIRE_GRACE,
+            next_run_time=now,
+        )
+
+    async def reload(self, config: Config, changes: ConfigChanges) -> None:
+        self.config = config
+        now = datetime.now(UTC)
+        for wid in changes.removed:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(wid)
+        for wid in changes.added:
+            self._add(config.watches[wid], now)
+        for wid in changes.rescheduled:
+            # the next poll on the new grid or crontab; a poll in flight finishes first
+            self.scheduler.reschedule_job(wid, trigger=trigger_for(config.watches[wid]))
 
     def next_poll(self, watch_id: str) -> datetime | None:
         job = self.scheduler.get_job(watch_id)

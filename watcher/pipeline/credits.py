@@ -30,6 +30,11 @@ class CreditMeter:
         self._lock = threading.Lock()  # record() runs on the loop, the rest in worker threads
         self._refresh_lock = threading.Lock()  # see carrying()
 
+    def set_budgets(self, budgets: Mapping[str, int | None]) -> None:
+        """A reloaded config's daily budgets: the next request is checked against them."""
+        with self._lock:
+            self._budgets = dict(budgets)
+
     def record(self, provider: str, credits: int) -> None:
         key = (provider, self._clock().date())
         with self._lock:

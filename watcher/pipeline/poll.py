@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -84,6 +84,20 @@ class Pipeline:
         self._memory.forget(watch_id)
         if watch_id is None:
             self._pauses.forget()
+
+    def reconfigure(
+        self, config: Config, watches: Iterable[str] = (), providers: Iterable[str] = ()
+    ) -> None:
+        """A reloaded config from the next poll on. ``watches`` (changed or removed) are
+        forgotten: a changed one is read again and, its definition hash differing, takes a
+        new baseline (SPEC section 4); ``providers`` (changed) get new request slots."""
+        self.config = config
+        self._commit.config = config
+        for watch_id in watches:
+            self._memory.forget(watch_id)
+            self._hashes.pop(watch_id, None)
+        for provider in providers:
+            self._slots.pop(provider, None)
 
     def _slot(self, provider: str) -> asyncio.Semaphore:
         """Polls in flight per provider are bounded, so fetched pages never pile up in
