@@ -292,3 +292,4 @@ class InstanceInfo:
     heartbeat_at: datetime
     serves_bot: bool
     alive: bool
+    config_loaded_at: datetime | None = None  # a daemon's: when it read the config it runs

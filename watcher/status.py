@@ -118,7 +118,16 @@ def report_table(report: StatusReport) -> str:
     )
     lines.append("")
     lines += _table(
-        ("INSTANCE", "HOST", "PID", "COMMAND", "STARTED", "LAST HEARTBEAT", "STATE"),
+        (
+            "INSTANCE",
+            "HOST",
+            "PID",
+            "COMMAND",
+            "STARTED",
+            "CONFIG LOADED",
+            "LAST HEARTBEAT",
+            "STATE",
+        ),
         [
             (
                 i.id[:12],
@@ -126,6 +135,7 @@ def report_table(report: StatusReport) -> str:
                 str(i.pid),
                 i.command or "-",
                 iso_utc(i.started_at),
+                when(i.config_loaded_at, now),
                 when(i.heartbeat_at, now),
                 instance_state(i),
             )
@@ -174,6 +184,7 @@ def report_json(report: StatusReport) -> dict[str, Any]:
                 "pid": i.pid,
                 "command": i.command,
                 "started_at": t(i.started_at),
+                "config_loaded_at": t(i.config_loaded_at),
                 "heartbeat_at": t(i.heartbeat_at),
                 "alive": i.alive,
                 "serves_bot": i.serves_bot,

@@ -154,6 +154,7 @@ def instances_lines(
     lines += [
         f"• <code>{esc(i.host)}</code> pid {i.pid} {esc(i.command or '?')}: "
         f"{instance_state(i)}, heartbeat {relative(i.heartbeat_at, now)}"
+        + (f", config loaded {relative(i.config_loaded_at, now)}" if i.config_loaded_at else "")
         for i in instances
     ]
     return lines

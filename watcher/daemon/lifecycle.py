@@ -240,6 +240,7 @@ class Daemon:
         self.config = new
         self.config_loaded_at = datetime.now(UTC)
         self.reload_error = None
+        await self._record_loaded()
         in_flight = set(self.runner.in_flight)
         for channel in retired.channels:
             with contextlib.suppress(Exception):
@@ -272,6 +273,15 @@ class Daemon:
         for cid in changes.channels_removed:
             # its deliveries are never claimed: pending until a channel of that id returns
             logs.event(log, "channel_removed", logging.WARNING, channel=cid, deliveries="kept")
+
+    async def _record_loaded(self) -> None:
+        """On the instance row, for ``watcher status`` and /status (a daemon's own /healthz
+        has it from memory)."""
+        assert self.rt is not None
+        try:
+            await asyncio.to_thread(self.rt.store.set_config_loaded, self.config_loaded_at)
+        except Exception as exc:  # a database hiccup: only the report misses it
+            logs.event(log, "config_loaded_not_recorded", logging.WARNING, error=repr(exc))
 
     async def _close_clients(self, retired: Retired, in_flight: set[asyncio.Task]) -> None:
         if in_flight:
@@ -337,6 +347,7 @@ class Daemon:
         )
         if self._run_lock is not None:
             self._run_lock.name(self.rt.store.instance_id)
+        await self._record_loaded()
         self.rt.dispatcher.on_outcome = self.metrics.delivery
         await self._start_bots()
         if self.cluster:  # before the first poll: the limits are the cluster's

@@ -67,6 +67,16 @@ class InstanceStore:
                 .values(serves_bot=flag)
             )
 
+    def set_config_loaded(self, at: datetime) -> None:
+        """When this daemon (re)loaded the config it runs: ``watcher status`` shows it."""
+        i = InstanceRow.__table__.c
+        with self.session() as s, s.begin():
+            s.connection().execute(
+                update(InstanceRow.__table__)
+                .where(i.id == self.instance_id)
+                .values(config_loaded_at=as_utc(at))
+            )
+
     def set_poll_workers(self, worker_ids: Iterable[int]) -> None:
         """Name this instance's job-queue workers (cluster mode): once the instance is known
         dead, the jobs they held are retried at once, not after the workers' heartbeat."""
@@ -117,6 +127,7 @@ class InstanceStore:
                     heartbeat_at=as_utc(r.heartbeat_at),
                     serves_bot=bool(r.serves_bot),
                     alive=_alive(as_utc(r.heartbeat_at), scope, r.pid, now),
+                    config_loaded_at=as_utc(r.config_loaded_at) if r.config_loaded_at else None,
                 )
             )
         return out

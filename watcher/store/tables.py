@@ -189,6 +189,7 @@ class InstanceRow(SQLModel, table=True):
     command: str | None = None  # run, once, demo
     serves_bot: bool = False  # the one instance answering the Telegram bot
     poll_workers: str | None = None  # its procrastinate workers' ids, comma-separated
+    config_loaded_at: datetime | None = None  # a daemon's config: read at start or reload
 
 
 class BotUpdateRow(SQLModel, table=True):
