@@ -232,3 +232,29 @@ async def test_sighup_during_start_up_does_not_kill_the_daemon(world):
     code, _took = await d.stop()
     assert code == 0, d.log()
     assert "Traceback" not in d.log()
+
+
+async def test_a_new_interval_reschedules_and_a_new_definition_takes_a_baseline(world):
+    _sim, _hook, cfg, d, _health = world
+    hourly = BEFORE.replace("every: 1s, max_pages: 10", "every: 1h, max_pages: 10")
+    assert hourly != BEFORE
+    cfg.write_text(hourly)
+    await d.start()
+    await d.wait_log("event=poll watch=goli-store status=baseline")
+    await d.wait_log("event=poll watch=crocs-search status=baseline")
+    searches = polls(d, "crocs-search")
+    await wait_until(lambda: polls(d, "crocs-search") >= searches + 2, what="search polls")
+    assert polls(d, "goli-store") == 1  # hourly: not again so soon
+
+    # the store every second from now on; the search in another region: a new baseline
+    cfg.write_text(BEFORE.replace(f'query: "{S.QUERY}"', f'query: "{S.QUERY}", region: GB'))
+    mark = await hup(d, "event=config_reloaded")
+    line = next(x for x in d.lines[mark:] if "event=config_reloaded" in x)
+    assert "changed=goli-store,crocs-search" in line
+    await d.wait_log("event=watch_redefined watch=crocs-search")
+    await wait_until(lambda: polls(d, "goli-store", mark) >= 2, what="the store every second")
+    await d.wait_log("event=poll watch=crocs-search status=baseline", count=2)
+    await wait_until(lambda: polls(d, "crocs-search", mark) >= 2, what="search after it")
+    assert polls(d, "goli-store", mark) and d.count("watch=goli-store status=baseline") == 1
+    code, _took = await d.stop()
+    assert code == 0, d.log()
