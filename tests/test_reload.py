@@ -16,6 +16,7 @@ import pytest
 from watcher.simulator import demo as S
 from watcher.simulator import start_simulator
 
+from .fakebot import TOKEN, FakeBotAPI
 from .support import DaemonProcess, WebhookReceiver, run_watcher, wait_until
 from .test_daemon import free_port
 
@@ -258,3 +259,44 @@ async def test_a_new_interval_reschedules_and_a_new_definition_takes_a_baseline(
     assert polls(d, "goli-store", mark) and d.count("watch=goli-store status=baseline") == 1
     code, _took = await d.stop()
     assert code == 0, d.log()
+
+
+TG = """\
+  tg: {type: telegram, token: "${TG_TOKEN}", base_url: "${TG_URL}", chat_ids: [111],
+       admins: [@ADMINS@]}
+"""
+
+
+async def test_the_bot_answers_from_the_reloaded_config(world):
+    """A new admin, a new watch: /status from the new config, with when it was loaded; a
+    changed token needs a restart (logged), the bot keeps answering."""
+    _sim, _hook, cfg, d, _health = world
+    bot = FakeBotAPI()
+    d.env.update({"TG_TOKEN": TOKEN, "TG_URL": await bot.start()})
+    try:
+        cfg.write_text(BEFORE.replace("watches:\n", TG.replace("@ADMINS@", "9001") + "watches:\n"))
+        await d.start()
+        await d.wait_log("event=bot_started")
+        bot.command(9002, 9002, "/status")
+        assert "for this bot's admins" in (await bot.wait_reply(9002)).body
+
+        after = AFTER.replace("watches:\n", TG.replace("@ADMINS@", "9001, 9002") + "watches:\n")
+        cfg.write_text(after)
+        mark = await hup(d, "event=config_reloaded")
+        line = next(x for x in d.lines[mark:] if "event=config_reloaded" in x)
+        assert "channels=tg" in line
+        bot.command(9002, 9002, "/status")
+        status = (await bot.wait_reply(9002, count=2)).body
+        assert "mia-showcase" in status and "crocs-search" not in status
+        assert "config loaded" in status
+
+        cfg.write_text(after.replace("${TG_TOKEN}", "123:other"))
+        await hup(d, "event=config_reloaded")
+        await d.wait_log("event=restart_needed channel=tg")
+        bot.command(9001, 9001, "/status")
+        assert "mia-showcase" in (await bot.wait_reply(9001)).body
+        code, _took = await d.stop()
+        assert code == 0, d.log()
+    finally:
+        await d.kill()
+        await bot.close()

@@ -463,6 +463,7 @@ def test_the_table_and_the_json_of_one_report():
         T0 - timedelta(seconds=3),
         True,
         True,
+        config_loaded_at=T0 - timedelta(minutes=5),
     )
     report = StatusReport(
         at=T0,
@@ -509,6 +510,9 @@ def test_the_table_and_the_json_of_one_report():
         "42",
         "run",
         "2026-11-24T09:00:00Z",
+        "2026-11-24T09:55:00Z",
+        "(5m",
+        "ago)",
         "2026-11-24T09:59:57Z",
         "(3s",
         "ago)",
@@ -541,6 +545,7 @@ def test_the_table_and_the_json_of_one_report():
             "pid": 42,
             "command": "run",
             "started_at": "2026-11-24T09:00:00Z",
+            "config_loaded_at": "2026-11-24T09:55:00Z",
             "heartbeat_at": "2026-11-24T09:59:57Z",
             "alive": True,
             "serves_bot": True,

@@ -171,7 +171,6 @@ class Runtime:
         for cid in changes.channels_removed:
             if cid in channels:
                 retired.channels.append(channels.pop(cid))
-        fresh = build_channels(config)
         for cid in (*changes.channels_added, *changes.channels_changed):
             old, new = channels.get(cid), config.channels[cid]
             if old is not None and old.config.type == new.type and channel_type(new.type).has_bot:
@@ -187,12 +186,10 @@ class Runtime:
                     )
                     new = replace(new, **{k: getattr(old.config, k) for k in BOT_KEYS})
                 old.config = new
-            elif cid in fresh:
+            elif (factory := channel_type(new.type).factory) is not None:
                 if old is not None:
-                    retired.channels.append(old)
-                channels[cid] = fresh.pop(cid)
-        for unused in fresh.values():  # built for nothing: unchanged channels stay as they are
-            await unused.close()
+                    retired.channels.append(channels.pop(cid))
+                channels[cid] = factory(new)
         await self.dispatcher.replace_channels(channels)
         self.config = config
         return retired

@@ -235,11 +235,14 @@ class ClusterJobs:
                 done = await self.runner.run(watch_id) is not None
         finally:
             # the next poll of this watch, even when this one was cut short (then due now,
-            # for whichever instance is still running)
-            now = datetime.now(UTC)
-            at = next_time(watch, scheduled, now) if done else now
-            with contextlib.suppress(TimeoutError):  # the maintenance pass queues it then
-                await asyncio.wait_for(asyncio.shield(self._defer(watch, at)), POOL_WAIT)
+            # for whichever instance is still running), on its schedule as the config says
+            # now (a reload meanwhile: a new interval, or the watch removed: the chain ends)
+            watch = self.config.watches.get(watch_id)
+            if watch is not None:
+                now = datetime.now(UTC)
+                at = next_time(watch, scheduled, now) if done else now
+                with contextlib.suppress(TimeoutError):  # the maintenance pass queues it then
+                    await asyncio.wait_for(asyncio.shield(self._defer(watch, at)), POOL_WAIT)
 
     async def _committed_since(self, watch_id: str, scheduled: datetime) -> bool:
         state = await asyncio.to_thread(self.store.watch_state, watch_id)
