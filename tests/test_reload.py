@@ -17,7 +17,7 @@ from watcher.simulator import demo as S
 from watcher.simulator import start_simulator
 
 from .fakebot import TOKEN, FakeBotAPI
-from .support import DaemonProcess, WebhookReceiver, run_watcher, wait_until
+from .support import DaemonProcess, WebhookReceiver, run_watcher, sql, wait_until
 from .test_daemon import free_port
 
 HEAD = """\
@@ -300,3 +300,38 @@ async def test_the_bot_answers_from_the_reloaded_config(world):
     finally:
         await d.kill()
         await bot.close()
+
+
+async def test_a_removed_channels_deliveries_wait_for_it_to_come_back(world, db_url):
+    """Decided: deliveries of a channel no longer configured stay pending (never claimed,
+    never dead), and go out if a channel of that id comes back."""
+    sim, hook, cfg, d, _health = world
+    closed = free_port()  # nothing listens: every send to it fails and is retried
+    spare = f'  spare: {{type: webhook, url: "http://127.0.0.1:{closed}/hook"}}\n'
+    two = BEFORE.replace("watches:\n", spare + "watches:\n").replace(
+        "id: low, when: lowest_price, notify: [hook]",
+        "id: low, when: lowest_price, notify: [hook, spare]",
+    )
+    cfg.write_text(two)
+    await d.start()
+    await d.wait_log("event=poll watch=goli-store status=baseline")
+    sim.step()
+    await d.wait_log("event=retry attempts=1 channel=spare", count=2)
+    await wait_until(lambda: len(hook.alerts()) == 2, what="the alerts on hook")
+
+    cfg.write_text(BEFORE)  # spare removed
+    await hup(d, "event=config_reloaded")
+    await d.wait_log("event=channel_removed channel=spare")
+    store_polls = polls(d, "goli-store")
+    await wait_until(lambda: polls(d, "goli-store") >= store_polls + 2, what="polls go on")
+    rows = sql(db_url, "SELECT status FROM delivery WHERE channel = 'spare'")
+    assert rows == [("pending",), ("pending",)]
+
+    # back, at a receiver that answers: what waited goes out (the same alerts, by id)
+    cfg.write_text(two.replace(f"127.0.0.1:{closed}/hook", hook.url.removeprefix("http://")))
+    await hup(d, "event=config_reloaded")
+    await wait_until(lambda: len(hook.alerts()) == 4, timeout=30, what="spare's deliveries")
+    ids = [a["alert_id"] for a in hook.alerts()]
+    assert sorted(ids[:2]) == sorted(ids[2:])
+    code, _took = await d.stop()
+    assert code == 0, d.log()
