@@ -335,3 +335,40 @@ async def test_a_removed_channels_deliveries_wait_for_it_to_come_back(world, db_
     assert sorted(ids[:2]) == sorted(ids[2:])
     code, _took = await d.stop()
     assert code == 0, d.log()
+
+
+def test_what_a_reload_changes_by_id(tmp_path):
+    """Pure: moving an entry in the file changes nothing; a definition key is a new baseline,
+    a schedule key a new schedule."""
+    from watcher.config import load_config
+    from watcher.runtime import ConfigChanges
+
+    env = {"SIM_URL": "http://127.0.0.1:1", "HOOK_URL": "http://127.0.0.1:1/hook"}
+
+    def load(text: str):
+        path = tmp_path / "rules.yaml"
+        path.write_text(text)
+        return load_config(path, env=env)
+
+    old = load(BEFORE)
+    moved = load(HEAD + "watches:\n" + SEARCH + STORE + BEFORE.split(SEARCH, 1)[1])
+    assert old.watches["goli-store"].line != moved.watches["goli-store"].line
+    assert ConfigChanges.between(old, moved) == ConfigChanges()
+
+    new = load(
+        AFTER.replace("every: 1s, max_pages: 10", "every: 5m, max_pages: 10").replace(
+            "max_attempts: 20", "max_attempts: 3"
+        )
+    )
+    c = ConfigChanges.between(old, new)
+    assert (c.added, c.removed, c.changed) == (
+        ("mia-showcase",),
+        ("crocs-search",),
+        ("goli-store",),
+    )
+    assert (c.rescheduled, c.redefined) == (("goli-store",), ())
+    assert c.rules == ("low", "big-drop")
+    assert c.channels_changed == ("hook",) and not c.providers_changed
+    redefined = load(BEFORE.replace(f'query: "{S.QUERY}"', 'query: "other"'))
+    c = ConfigChanges.between(old, redefined)
+    assert (c.changed, c.redefined, c.rescheduled) == (("crocs-search",), ("crocs-search",), ())
