@@ -160,7 +160,18 @@ class ClusterJobs:
         """A removed watch's chain ends at its next job (``_job`` finds it gone); an added
         one is queued now (a new provider gets its worker); a waiting job of a watch with a
         new ``every`` or ``cron`` moves to the new schedule's next point."""
-        self.config = config
+        old, self.config = self.config, config
+        for name in changes.providers_changed:
+            was, now_ = old.providers[name], config.providers[name]
+            if name in self._workers and was.max_concurrency != now_.max_concurrency:
+                # its requests obey the new limit at once; its worker's job slots do not
+                logs.event(
+                    log,
+                    "restart_needed",
+                    logging.WARNING,
+                    queue=queue_of(name),
+                    reason="max_concurrency sizes the poll worker",
+                )
         for provider in sorted({w.provider for w in config.watches.values()}):
             if provider not in self._workers and not self._stopping:
                 self._start_worker(provider)
