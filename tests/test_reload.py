@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -87,6 +88,14 @@ async def healthz(url: str) -> dict:
         return await r.json()
 
 
+async def past(stamp: str) -> None:
+    """Until the clock shows a later second than ``stamp`` (the times shown are to the
+    second), so a time taken from now on differs from it."""
+    from watcher.util import iso_utc
+
+    await wait_until(lambda: iso_utc(datetime.now(UTC)) > stamp, what=f"a second after {stamp}")
+
+
 async def hup(d: DaemonProcess, event: str) -> int:
     """SIGHUP, then wait for ``event`` (one more of it); the log index before the signal."""
     assert d.proc is not None
@@ -109,12 +118,13 @@ async def test_a_valid_reload_adds_removes_and_changes_without_losing_pending(wo
     assert loaded
 
     # step 1 under the old rules: two all-time lows, pending while the receiver refuses
-    hook.fail_next, hook.retry_after = 2, "4"
+    hook.fail_next, hook.retry_after = 2, "6"
     sim.step()
     await wait_until(lambda: len(hook.requests) >= 1, what="the refused send")
     assert hook.alerts() == []
 
     cfg.write_text(AFTER)
+    await past(loaded)
     mark = await hup(d, "event=config_reloaded")
     reloaded = next(line for line in d.lines[mark:] if "event=config_reloaded" in line)
     assert "watches=2 added=mia-showcase removed=crocs-search" in reloaded
@@ -194,6 +204,7 @@ async def test_an_invalid_reload_keeps_the_running_config(world):
 
     # a valid file later applies
     cfg.write_text(AFTER)
+    await past(loaded)
     await hup(d, "event=config_reloaded")
     await d.wait_log("event=poll watch=mia-showcase status=baseline")
     info = await healthz(health)
