@@ -306,6 +306,16 @@ async def test_the_bot_answers_from_the_reloaded_config(world):
         await d.wait_log("event=restart_needed channel=tg")
         bot.command(9001, 9001, "/status")
         assert "mia-showcase" in (await bot.wait_reply(9001)).body
+
+        # the channel removed: its bot stops; back: a bot starts for it
+        cfg.write_text(AFTER)
+        await hup(d, "event=config_reloaded")
+        await d.wait_log("event=bot_deposed channel=tg")
+        cfg.write_text(after)
+        await hup(d, "event=config_reloaded")
+        await d.wait_log("event=bot_started channel=tg", count=2)
+        bot.command(9002, 9002, "/status")
+        assert "mia-showcase" in (await bot.wait_reply(9002, count=3)).body
         code, _took = await d.stop()
         assert code == 0, d.log()
     finally:
@@ -383,3 +393,10 @@ def test_what_a_reload_changes_by_id(tmp_path):
     redefined = load(BEFORE.replace(f'query: "{S.QUERY}"', 'query: "other"'))
     c = ConfigChanges.between(old, redefined)
     assert (c.changed, c.redefined, c.rescheduled) == (("crocs-search",), ("crocs-search",), ())
+
+
+def test_the_unit_reloads_with_sighup():
+    """``systemctl reload watcher`` sends the daemon SIGHUP (the unit itself is verified by
+    systemd-analyze in test_daemon)."""
+    unit = (Path(__file__).parents[1] / "systemd" / "watcher.service").read_text()
+    assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
