@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # Alembic is imported only when a database is not at HEAD
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FIRST_REVISION = "0001"  # the schema watcher created before Alembic
-HEAD = "0005"  # the newest revision in migrations/versions (test_database keeps them in step)
+HEAD = "0006"  # the newest revision in migrations/versions (test_database keeps them in step)
 _LOCK_KEY = 0x7761746368  # "watch": the advisory lock every watcher process agrees on
 
 

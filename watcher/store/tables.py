@@ -19,7 +19,7 @@ from ..models import Alert, Delivery, Product, ProviderState, Tracked, WatchStat
 from ..models import product_dict as product_to_json  # the one Product → JSON
 from ..rules.tracks import Track
 
-SCHEMA_VERSION = 5  # meta.schema_version; the Alembic revisions are in migrations/versions
+SCHEMA_VERSION = 6  # meta.schema_version; the Alembic revisions are in migrations/versions
 
 
 # ---------------------------------------------------------------- tables
