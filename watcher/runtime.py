@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import logs
 from .channels import Channel, build_channels, channel_type
-from .config import Config, ProviderConfig
+from .config import ChannelConfig, Config, ProviderConfig
 from .dispatch import Dispatcher
 from .pipeline import CreditMeter, Pipeline, PollOutcome
 from .sources.client import ProviderClient
@@ -154,45 +155,71 @@ class Runtime:
 
     async def reconfigure(self, config: Config, changes: ConfigChanges) -> Retired:
         """Apply a reloaded config (``watcher run``'s SIGHUP): the pipeline's watches and
-        rules, the providers' clients, the channels. Returns what it replaced, for the
-        caller to close once nothing uses it (polls in flight, a bot on a channel)."""
+        rules, the providers' clients, the channels. What is new is built first, so a
+        failure there changes nothing. Returns what it replaced, for the caller to close
+        once nothing uses it (polls in flight, a bot on a channel)."""
+        clients: dict[str, ProviderClient] = {}
+        built: dict[str, Channel] = {}
+        in_place: dict[str, ChannelConfig] = {}
+        current = self.dispatcher.channels
+        try:
+            for name in (*changes.providers_added, *changes.providers_changed):
+                clients[name] = self._client(config.providers[name])
+            for cid in (*changes.channels_added, *changes.channels_changed):
+                old, new = current.get(cid), config.channels[cid]
+                if (
+                    old is not None
+                    and old.config.type == new.type
+                    and channel_type(new.type).has_bot
+                ):
+                    in_place[cid] = self._keep_bot(old.config, new)
+                elif (factory := channel_type(new.type).factory) is not None:
+                    built[cid] = factory(new)
+        except BaseException:
+            for channel in built.values():
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            for client in clients.values():
+                await client.close()
+            raise
         retired = Retired()
         for name in (*changes.providers_changed, *changes.providers_removed):
             retired.clients.append(self.clients.pop(name))
-        for name in (*changes.providers_added, *changes.providers_changed):
-            self.clients[name] = self._client(config.providers[name])
+        self.clients.update(clients)  # the pipeline's sources: the same mapping
         self.meter.set_budgets({n: p.daily_credit_budget for n, p in config.providers.items()})
         self.pipeline.reconfigure(
             config,
             watches=(*changes.changed, *changes.removed),
             providers=changes.providers_changed,
         )
-        channels = dict(self.dispatcher.channels)
+        channels = dict(current)
         for cid in changes.channels_removed:
             if cid in channels:
                 retired.channels.append(channels.pop(cid))
-        for cid in (*changes.channels_added, *changes.channels_changed):
-            old, new = channels.get(cid), config.channels[cid]
-            if old is not None and old.config.type == new.type and channel_type(new.type).has_bot:
-                # the bot (its token, Bot API, client) stays what it was: a command service
-                # and its polling share that client; only a restart changes those
-                if any(getattr(old.config, k) != getattr(new, k) for k in BOT_KEYS):
-                    logs.event(
-                        log,
-                        "restart_needed",
-                        logging.WARNING,
-                        channel=cid,
-                        reason="telegram token, base_url or timeout changed",
-                    )
-                    new = replace(new, **{k: getattr(old.config, k) for k in BOT_KEYS})
-                old.config = new
-            elif (factory := channel_type(new.type).factory) is not None:
-                if old is not None:
-                    retired.channels.append(channels.pop(cid))
-                channels[cid] = factory(new)
+        for cid, settings in in_place.items():
+            channels[cid].config = settings
+        for cid, channel in built.items():
+            if cid in channels:
+                retired.channels.append(channels[cid])
+            channels[cid] = channel
         await self.dispatcher.replace_channels(channels)
         self.config = config
         return retired
+
+    @staticmethod
+    def _keep_bot(old: ChannelConfig, new: ChannelConfig) -> ChannelConfig:
+        """A channel with a bot keeps its client (token, Bot API, timeout): its command
+        service polls through it; only a restart changes those. The rest reloads."""
+        if all(getattr(old, k) == getattr(new, k) for k in BOT_KEYS):
+            return new
+        logs.event(
+            log,
+            "restart_needed",
+            logging.WARNING,
+            channel=new.id,
+            reason="telegram token, base_url or timeout changed",
+        )
+        return replace(new, **{k: getattr(old, k) for k in BOT_KEYS})
 
     async def poll_all(
         self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None

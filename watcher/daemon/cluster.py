@@ -183,14 +183,18 @@ class ClusterJobs:
             logs.event(log, "polls_queued", watches=queued)
         for wid in changes.rescheduled:
             at = trigger_for(config.watches[wid]).get_next_fire_time(None, now)
-            await self.app.connector.execute_query_async(
-                "UPDATE procrastinate_jobs SET scheduled_at = %(at)s "
-                "WHERE task_name = %(task)s AND status = 'todo' AND lock = %(watch)s",
-                at=at,
-                task=TASK,
-                watch=wid,
-            )
-        self._queued = await self._queued_jobs()
+            try:
+                await self.app.connector.execute_query_async(
+                    "UPDATE procrastinate_jobs SET scheduled_at = %(at)s "
+                    "WHERE task_name = %(task)s AND status = 'todo' AND lock = %(watch)s",
+                    at=at,
+                    task=TASK,
+                    watch=wid,
+                )
+            except Exception as exc:  # then from the poll after the waiting one
+                logs.event(log, "reschedule_failed", logging.WARNING, watch=wid, error=repr(exc))
+        with contextlib.suppress(Exception):  # the next maintenance pass reads it anyway
+            self._queued = await self._queued_jobs()
 
     def next_poll(self, watch_id: str) -> datetime | None:
         """When this watch's waiting job is due (as of the last maintenance pass)."""

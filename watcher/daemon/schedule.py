@@ -188,6 +188,7 @@ class PollJobs:
             coalesce=True,
             misfire_grace_time=MISFIRE_GRACE,
             next_run_time=now,
+            replace_existing=True,
         )
 
     async def reload(self, config: Config, changes: ConfigChanges) -> None:
