@@ -60,6 +60,13 @@ def test_without_a_subscriber_lookup_only_listed_chats(config):
     assert route(config, alert("q")) == [("out", "")]
 
 
+def test_an_alert_whose_rule_a_reload_removed_goes_to_its_channels_that_remain(config):
+    from dataclasses import replace
+
+    gone = replace(alert("removed"), channels=("hook", "left", "out"))  # "left": removed too
+    assert route(config, gone, subscribed) == [("hook", ""), ("out", "")]
+
+
 def test_a_notice_goes_to_every_channel_telegram_to_its_admins(config):
     assert route(config, alert(None), subscribed) == [("deals", "7"), ("hook", ""), ("out", "")]
 

@@ -30,10 +30,15 @@ def route(
         ]
     if is_track_rule(alert.rule_id):
         raise ValueError(f"{alert.rule_id}: a track's alert is routed by track_targets")
-    rule = config.rules[alert.rule_id]  # type: ignore[index]
+    rule = config.rules.get(alert.rule_id)  # type: ignore[arg-type]
+    # a reload between the poll's rules and its commit removed the rule: the channels the
+    # alert was made for, those that still exist
+    notify = rule.notify if rule is not None else alert.channels
     targets: list[tuple[str, str]] = []
-    for channel_id in rule.notify:
-        ch = config.channels[channel_id]
+    for channel_id in notify:
+        ch = config.channels.get(channel_id)
+        if ch is None:
+            continue
         targets += [
             (ch.id, t) for t in CHANNEL_TYPES[ch.type].alert_targets(ch, alert, subscribers)
         ]

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from . import logs
 from .channels import Channel, build_channels, channel_type
@@ -221,21 +221,12 @@ class Runtime:
         )
         return replace(new, **{k: getattr(old, k) for k in BOT_KEYS})
 
-    async def poll_all(
-        self, watch_ids: Sequence[str] | None = None, *, progress: TextIO | None = None
-    ) -> list[PollOutcome]:
+    async def poll_all(self, watch_ids: Sequence[str] | None = None) -> list[PollOutcome]:
         """Poll watches concurrently (the provider clients bound concurrency and rate)."""
         watches = [
             w for w in self.config.watches.values() if watch_ids is None or w.id in watch_ids
         ]
-
-        async def one(w) -> PollOutcome:
-            outcome = await self.pipeline.poll(w)
-            if progress is not None:
-                print(outcome.summary(), file=progress, flush=True)
-            return outcome
-
-        return list(await asyncio.gather(*(one(w) for w in watches)))
+        return list(await asyncio.gather(*(self.pipeline.poll(w) for w in watches)))
 
     async def prune(self, budget: float | None = None, pause: float = 0.1) -> tuple[int, int]:
         """Retention (config ``retention``, ``history_retention``) in small batches, with a

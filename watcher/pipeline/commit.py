@@ -99,13 +99,14 @@ class Committer:
             history=self.store.price_history(watch.id, ids, since_seq=since_seq),
             last_alerted=self.store.last_alerted(watch.id, ids),
         )
-        drafts = evaluate(self.config.rules.values(), watch, d.changes, ctx)
-        alerts = [rule_alert(self.config, d_, seq, now) for d_ in drafts]
+        config = self.config  # one config for the whole poll, whatever a reload swaps in
+        drafts = evaluate(config.rules.values(), watch, d.changes, ctx)
+        alerts = [rule_alert(config, d_, seq, now) for d_ in drafts]
         moved = priced(d.changes)
         tracks = self.store.tracks_for(watch.id, moved) if moved else []
         fired = []
         for hit in evaluate_tracks(d.changes, tracks, now):
-            targets = track_targets(self.config, hit.track)
+            targets = track_targets(config, hit.track)
             if targets:
                 fired.append((hit.after, track_alert(hit, watch.id, seq, now), targets))
         return alerts, fired
