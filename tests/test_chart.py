@@ -96,6 +96,12 @@ def test_png_has_the_telegram_size(rows):
     assert len(data) < 100_000
 
 
+def test_a_rank_known_only_while_gone_is_no_rank_chart():
+    # no price, and the only rank is of a poll the product was missing from
+    rows = [SimpleNamespace(at=datetime(2026, 1, 1), price=None, rank=5, present=False)]
+    assert png_size(render_price_chart(rows, "x")) == SIZE
+
+
 def test_naive_times_and_plain_objects_work():
     rows = [
         SimpleNamespace(at=datetime(2026, 1, 1), price="1,5", present=True, watch_id="w"),

@@ -208,6 +208,19 @@ async def test_a_chat_gets_a_products_alerts_of_one_poll_in_one_send_retried_tog
     assert status(store) == {"sent": 6}
 
 
+async def test_a_chat_added_by_a_reload_gets_a_products_alerts_in_one_send(store):
+    clock = Clock()
+    hook, chat = FakeChannel("hook"), FakeChannel("tg", type="telegram")
+    drop = make_alert(1)
+    low = replace(drop, alert_id="a003", kind="lowest_price", rule_id="low")
+    store.add_alerts([(a, [("tg", "42")]) for a in (drop, low)], now=T0)
+    d = Dispatcher(store, {"hook": hook}, clock=clock, sleep=clock.sleep)
+    await d.replace_channels({"hook": hook, "tg": chat})  # SIGHUP: a Telegram channel more
+    assert await d.drain(30)
+    assert chat.sends == [["a001", "a003"]]
+    assert status(store) == {"sent": 2}
+
+
 async def test_deliveries_for_unbuilt_channels_wait(store):
     clock, ch = Clock(), FakeChannel()
     store.add_alerts([(make_alert(1), [("hook", ""), ("tg", "42")])], now=T0)

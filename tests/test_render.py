@@ -264,6 +264,10 @@ def test_product_and_previous_dicts_of_none() -> None:
         pytest.param("-Infinity", "USD", "-$Infinity", id="minus-infinity"),
         pytest.param("999999999.9999", "USD", "$999,999,999.9999", id="normaliser-bound"),
         pytest.param("1E+2", "USD", "$100.00", id="exponent-in-range"),
+        pytest.param("12345678901234567890123.123456789012", "USD",
+                     "$12,345,678,901,234,567,890,123.123456789012", id="36-digits-in-full"),
+        pytest.param("-0", "EUR", "€0.00", id="negative-zero"),
+        pytest.param("-0.00", "USD", "$0.00", id="negative-zero-cents"),
     ],
 )  # fmt: skip
 def test_format_money(amount: str | None, currency: str | None, expected: str) -> None:

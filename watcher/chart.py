@@ -236,7 +236,9 @@ def price_figure(
 def by_rank(rows: Sequence[Any]) -> bool:
     """No row has a price but some have a rank: the chart (and its marks) follow the rank."""
     prices = any(_decimal(r.price) is not None for r in rows)
-    return not prices and any(getattr(r, "rank", None) is not None for r in rows)
+    return not prices and any(
+        getattr(r, "rank", None) is not None and getattr(r, "present", True) for r in rows
+    )
 
 
 def extremes(rows: Sequence[Any], field: str = "price") -> tuple[Extreme | None, Extreme | None]:

@@ -133,6 +133,12 @@ class Heartbeat:
             self._task = None
 
 
+def _merging(channels: Mapping[str, Channel]) -> frozenset[str]:
+    """The channels that send a product's alerts of one poll as one message."""
+    types = {cid: CHANNEL_TYPES.get(ch.config.type) for cid, ch in channels.items()}
+    return frozenset(c for c, t in types.items() if t and t.merges_per_product)
+
+
 class Dispatcher:
     """Sends due deliveries through their channels; one instance per process."""
 
@@ -158,9 +164,7 @@ class Dispatcher:
         # the outbox's reads and writes never queue behind the polls' database work
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dispatch")
         self._marks = SentMarks(lambda ids: self._db(self.store.mark_sent, ids, self.clock()))
-        # the channels that send a product's alerts of one poll as one message
-        types = {cid: CHANNEL_TYPES.get(ch.config.type) for cid, ch in channels.items()}
-        self._per_product = frozenset(c for c, t in types.items() if t and t.merges_per_product)
+        self._per_product = _merging(channels)
 
     async def _db(self, fn: Callable[..., object], *args: object, **kwargs: object):
         loop = asyncio.get_running_loop()
@@ -182,6 +186,7 @@ class Dispatcher:
         claimed: they stay pending, and go out if a channel of that id comes back."""
         async with self._lock:
             self.channels = channels
+            self._per_product = _merging(channels)
 
     @property
     def accepting(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache
 
 from watcher.models import Product
@@ -69,7 +69,10 @@ def _prefix(code: str) -> str:
 def _currency(amount: Decimal, code: str) -> str:
     """babel's text with the space English puts after a letter symbol (``MYR 99.90``:
     babel writes ``MYR99.90``) and plain spaces, so the text reads the same in a log."""
-    text = _babel()[0](amount, code, locale=LOCALE, decimal_quantization=False)
+    if amount.is_zero():
+        amount = abs(amount)  # -0.00 is $0.00
+    with localcontext(prec=_MAX_PLAIN_DIGITS + _MAX_PLAIN_PLACES + 2):  # babel, in full
+        text = _babel()[0](amount, code, locale=LOCALE, decimal_quantization=False)
     text = text.replace("\xa0", " ")
     prefix = _prefix(code)
     bare = prefix.rstrip()

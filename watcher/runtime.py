@@ -153,11 +153,14 @@ class Runtime:
             pcfg, on_credits=on_credits, credits_left=lambda: self.meter.left(name)
         )
 
-    async def reconfigure(self, config: Config, changes: ConfigChanges) -> Retired:
+    async def reconfigure(
+        self, config: Config, changes: ConfigChanges, *, share: int | None = None
+    ) -> Retired:
         """Apply a reloaded config (``watcher run``'s SIGHUP): the pipeline's watches and
         rules, the providers' clients, the channels. What is new is built first, so a
         failure there changes nothing. Returns what it replaced, for the caller to close
-        once nothing uses it (polls in flight, a bot on a channel)."""
+        once nothing uses it (polls in flight, a bot on a channel). ``share``: the instances
+        alive in a cluster, whose share of the limits a new client takes before it serves."""
         clients: dict[str, ProviderClient] = {}
         built: dict[str, Channel] = {}
         in_place: dict[str, ChannelConfig] = {}
@@ -165,6 +168,8 @@ class Runtime:
         try:
             for name in (*changes.providers_added, *changes.providers_changed):
                 clients[name] = self._client(config.providers[name])
+                if share is not None:
+                    clients[name].set_share(share)
             for cid in (*changes.channels_added, *changes.channels_changed):
                 old, new = current.get(cid), config.channels[cid]
                 if (

@@ -230,25 +230,26 @@ class Daemon:
     async def _apply(self, new: Config) -> None:
         assert self.rt is not None and self.jobs is not None and self.runner is not None
         changes = ConfigChanges.between(self.config, new)
-        retired = await self.rt.reconfigure(new, changes)
-        if self.cluster:  # a new client takes this instance's share of its limits
-            for name in (*changes.providers_added, *changes.providers_changed):
-                self.rt.clients[name].set_share(self._share)
-        self.runner.config = new
-        await self.jobs.reload(new, changes)
-        await self._reload_bots(new, retired)
-        self.config = new
+        # a new client takes this instance's share of its limits before it serves
+        retired = await self.rt.reconfigure(
+            new, changes, share=self._share if self.cluster else None
+        )
+        self.config = self.runner.config = new  # the runtime runs it from here on
         self.config_loaded_at = datetime.now(UTC)
+        try:
+            await self.jobs.reload(new, changes)
+            await self._reload_bots(new, retired)
+        finally:  # what was replaced is closed even when a step after it failed
+            in_flight = set(self.runner.in_flight)
+            for channel in retired.channels:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            if retired.clients:  # once the polls that use them are done
+                task = asyncio.create_task(self._close_clients(retired, in_flight))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         self.reload_error = None
         await self._record_loaded()
-        in_flight = set(self.runner.in_flight)
-        for channel in retired.channels:
-            with contextlib.suppress(Exception):
-                await channel.close()
-        if retired.clients:  # once the polls that use them are done
-            task = asyncio.create_task(self._close_clients(retired, in_flight))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
 
         def ids(names: tuple[str, ...]) -> str:
             return ",".join(names) or "-"
@@ -305,7 +306,12 @@ class Daemon:
                 svc.reconfigure(config)
         for ch in channels.values():
             if channel_type(ch.config.type).has_bot and ch.id not in self._services:
-                await self._start_bot(ch)
+                try:
+                    await self._start_bot(ch, config)
+                except Exception as exc:  # one bot failing to start keeps the others going
+                    logs.event(
+                        log, "bot_start_failed", logging.ERROR, channel=ch.id, error=repr(exc)
+                    )
 
     def healthy(self) -> bool:
         if self.jobs is None or not self.jobs.running or self.rt is None:
@@ -383,7 +389,7 @@ class Daemon:
         for ch in chats:
             await self._start_bot(ch)
 
-    async def _start_bot(self, ch: Channel) -> None:
+    async def _start_bot(self, ch: Channel, config: Config | None = None) -> None:
         from ..bot import BotService
         from .leader import Leadership, LocalLeadership
 
@@ -391,7 +397,7 @@ class Daemon:
         # alone, the scheduler knows the next polls exactly; a cluster's come from the
         # job queue, which the report reads itself
         status = None if self.cluster else self.status
-        svc = BotService(self.config, self.rt.store, ch, status=status)  # type: ignore[arg-type]
+        svc = BotService(config or self.config, self.rt.store, ch, status=status)  # type: ignore[arg-type]
         kind = Leadership if self.cluster else LocalLeadership
         leadership = kind(
             self.db, ch.id, on_elected=self._bot_up(svc), on_deposed=self._bot_down(svc)
@@ -478,6 +484,10 @@ class Daemon:
             dispatcher.stop_accepting()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.rt.close(), left(2.0))
+        if self._closing:  # clients a reload retired: their polls are over by now
+            _done, hanging = await asyncio.wait(self._closing, timeout=left(1.0))
+            for t in hanging:
+                t.cancel()
         if self._server is not None:
             await self._server.close()
         if self._run_lock is not None:
