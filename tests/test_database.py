@@ -376,3 +376,39 @@ def test_history_rows_keep_prices_exactly_and_nulls_as_null(db_url):
         7,
     )
     store.close()
+
+
+def test_last_alerted_is_the_latest_alert_in_the_cooldown_window_and_not_a_tracks(db_url):
+    """What the cooldown compares a repeat with: the product as the latest alert of that
+    rule showed it; ties broken the same way every time; alerts older than ``since`` and
+    the tracks' own alerts left out."""
+    store = Store(db_url)
+    try:
+
+        def at(aid: str, minutes: int, price: str, rule: str = "drop") -> Alert:
+            return Alert(
+                alert_id=aid,
+                kind="price_drop",
+                watch_id="w",
+                detected_at=T0 + timedelta(minutes=minutes),
+                rule_id=rule,
+                product=Product(id="p", price=Decimal(price)),
+                batch=f"w:{minutes}",
+            )
+
+        store.add_alerts(
+            [
+                (at("a1", 0, "20"), [("hook", "")]),
+                (at("a2", 60, "18"), [("hook", "")]),
+                (at("a3", 60, "17"), [("hook", "")]),  # the same instant as a2
+                (at("a4", 90, "10", rule="track:1"), [("tg", "42")]),
+            ],
+            now=T0,
+        )
+        got = store.last_alerted("w", ["p"])
+        assert list(got) == [("drop", "p")]  # the track's alert is not a rule's
+        last = got[("drop", "p")]
+        assert (last.at, last.product.price) == (T0 + timedelta(minutes=60), Decimal("17"))
+        assert store.last_alerted("w", ["p"], since=T0 + timedelta(minutes=61)) == {}
+    finally:
+        store.close()

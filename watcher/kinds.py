@@ -123,7 +123,7 @@ class ChannelType:
 
 DELIVERY_PARAMS = {
     "max_attempts": Param("positive_int", doc="deliveries before an alert is dead (default 8)"),
-    "group_over": Param("positive_int", doc="more messages than this per poll → one digest (5)"),
+    "group_over": Param("positive_int", doc="more alerts than this per poll → one digest (5)"),
     "quiet_hours": Param("hhmm_range", doc='"23:00-07:00": hold alerts, then one digest'),
     "timezone": Param("timezone", doc="IANA zone for quiet_hours (default UTC)"),
 }

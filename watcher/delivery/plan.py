@@ -2,11 +2,11 @@
 messages. Pure: plain data and ``now`` in, a plan out.
 
 Per target (a chat, a webhook URL): held deliveries come back as one digest when their hold
-ends; otherwise a poll's alerts (one ``batch``) go as one digest when they would be more
-messages than the channel's ``group_over``, one message each else. A message is one alert,
-or, for a channel whose type ``merges_per_product`` (a chat, the console: a person reads
-it), all the alerts of one product in that poll: one message listing each reason, so
-``group_over`` counts products there and alerts on a webhook. A target's messages are sent
+ends; otherwise a poll's alerts (one ``batch``) go as one digest when they are more than
+the channel's ``group_over`` (SPEC §6), one message each else. A message is one alert, or,
+for a channel whose type ``merges_per_product`` (a chat, the console: a person reads it),
+all the alerts of one product in that poll: one message listing each reason. A target's
+messages are sent
 in order, one after another (a crash then has at most one send of it in flight to repeat);
 targets are independent of each other. Each alert keeps its own delivery row either way.
 """
@@ -141,11 +141,12 @@ def _target_plan(
         batches.setdefault(item[1].batch, []).append(item)
     messages: list[Message] = []
     for batch in batches.values():
-        sends = _messages(batch) if per_product else [Message((item,)) for item in batch]
-        if len(sends) > settings.group_over:
+        if len(batch) > settings.group_over:  # SPEC §6: more than group_over alerts
             messages.append(Message(tuple(batch)))
+        elif per_product:
+            messages += _messages(batch)
         else:
-            messages += sends
+            messages += [Message((item,)) for item in batch]
     return TargetPlan(channel, target, items, messages=tuple(messages))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .. import logs
 from ..config import Config, WatchConfig
@@ -75,6 +75,10 @@ class Committer:
         self.memory = memory
         self.subscribers = subscribers
 
+    def _cooldown(self) -> timedelta:
+        """The longest rule cooldown: an alert older than that cools nothing down."""
+        return max((r.cooldown for r in self.config.rules.values()), default=timedelta(0))
+
     def targets(self, alert: Alert) -> Targets:
         return route(self.config, alert, self.subscribers)
 
@@ -97,7 +101,7 @@ class Committer:
             now=now,
             watch=watch,
             history=self.store.price_history(watch.id, ids, since_seq=since_seq),
-            last_alerted=self.store.last_alerted(watch.id, ids),
+            last_alerted=self.store.last_alerted(watch.id, ids, since=now - self._cooldown()),
         )
         config = self.config  # one config for the whole poll, whatever a reload swaps in
         drafts = evaluate(config.rules.values(), watch, d.changes, ctx)

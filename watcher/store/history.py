@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from ..models import HistoryPoint, LastAlert, PricePoint, Product, ProductHistory
 from ..util import as_utc
@@ -104,10 +104,11 @@ class HistoryStore:
         )
 
     def last_alerted(
-        self, watch_id: str, product_ids: Iterable[str]
+        self, watch_id: str, product_ids: Iterable[str], since: datetime | None = None
     ) -> dict[tuple[str, str], LastAlert]:
         """Per (rule, product) of this watch: its latest alert's time and product (what
-        the cooldown compares a repeat with)."""
+        the cooldown compares a repeat with); only alerts from ``since`` on (the longest
+        cooldown: older ones cool nothing down). Tracks keep their own (``track``)."""
         ids = list(product_ids)
         if not ids:
             return {}
@@ -116,7 +117,9 @@ class HistoryStore:
             select(a.rule_id, a.product_id, func.max(a.detected_at).label("at"))
             .where(a.watch_id == watch_id)
             .where(a.rule_id.is_not(None))
+            .where(a.rule_id.not_like("track:%"))
             .where(a.product_id.in_(ids))
+            .where(a.detected_at >= since if since is not None else true())
             .group_by(a.rule_id, a.product_id)
             .subquery()
         )
@@ -128,7 +131,8 @@ class HistoryStore:
             & (a.detected_at == latest.c.at),
         )
         with self.session() as s:
-            rows = s.connection().execute(query).all()
+            # two alerts of one key at the same instant: the last by id, the same every time
+            rows = s.connection().execute(query.order_by(a.detected_at, a.alert_id)).all()
         return {
             (rule, pid): LastAlert(as_utc(at), product_from_json(json.loads(payload)["product"]))
             for rule, pid, at, payload in rows
