@@ -33,6 +33,7 @@ from watcher.simulator import start_simulator
 from watcher.store import Store
 
 from .support import DaemonProcess, run_watcher, sql, wait_until
+from .test_dispatch import Clock
 
 S = sim_ids
 ACV_TITLE = "Goli Apple Cider Vinegar Gummy"
@@ -249,17 +250,6 @@ def test_every_url_is_a_target_of_alerts_and_notices(tmp_path):
 
 
 # --- the outbox through the real channel ------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def numbered(i: int) -> Alert:
