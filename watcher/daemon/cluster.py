@@ -93,6 +93,7 @@ class ClusterJobs:
         self._maintainer: asyncio.Task | None = None
         self._queued: dict[str, tuple[datetime | None, str]] = {}
         self._suspects: set[int] = set()  # our workers' doing jobs they do not run
+        self._recorded: list[int] = []  # the worker ids our instance row names
         self._started = False
         self._open = False
 
@@ -150,9 +151,10 @@ class ClusterJobs:
     async def _record_workers(self) -> None:
         """Name our workers in our instance row, so a restart here, or a survivor, retries
         their jobs the moment this instance is known dead."""
-        ids = [w.worker_id for w in self._workers.values() if w.worker_id is not None]
+        ids = sorted(w.worker_id for w in self._workers.values() if w.worker_id is not None)
         try:
             await asyncio.to_thread(self.store.set_poll_workers, ids)
+            self._recorded = ids
         except Exception as exc:  # then their heartbeat tells it, STALLED_AFTER later
             logs.event(log, "record_workers_failed", logging.WARNING, error=repr(exc))
 
@@ -294,6 +296,9 @@ class ClusterJobs:
                 logs.event(log, "cluster_maintain_failed", logging.WARNING, error=repr(exc))
 
     async def _maintain_once(self) -> None:
+        current = sorted(w.worker_id for w in self._workers.values() if w.worker_id is not None)
+        if current != self._recorded:  # two workers' first writes crossed, or one failed
+            await self._record_workers()
         await self._retry_stalled()
         queued = await self._queued_jobs()
         missing = [w for w in self.config.watches.values() if w.id not in queued]
