@@ -148,10 +148,13 @@ class ClusterJobs:
                 )
                 self._start_worker(provider)
 
+    def _worker_ids(self) -> list[int]:
+        return sorted(w.worker_id for w in self._workers.values() if w.worker_id is not None)
+
     async def _record_workers(self) -> None:
         """Name our workers in our instance row, so a restart here, or a survivor, retries
         their jobs the moment this instance is known dead."""
-        ids = sorted(w.worker_id for w in self._workers.values() if w.worker_id is not None)
+        ids = self._worker_ids()
         try:
             await asyncio.to_thread(self.store.set_poll_workers, ids)
             self._recorded = ids
@@ -296,8 +299,7 @@ class ClusterJobs:
                 logs.event(log, "cluster_maintain_failed", logging.WARNING, error=repr(exc))
 
     async def _maintain_once(self) -> None:
-        current = sorted(w.worker_id for w in self._workers.values() if w.worker_id is not None)
-        if current != self._recorded:  # two workers' first writes crossed, or one failed
+        if self._worker_ids() != self._recorded:  # two first writes crossed, or one failed
             await self._record_workers()
         await self._retry_stalled()
         queued = await self._queued_jobs()

@@ -10,9 +10,16 @@ from typing import Any
 
 from sqlalchemy import func, select, true
 
-from ..models import HistoryPoint, LastAlert, PricePoint, Product, ProductHistory
+from ..models import HistoryPoint, LastAlert, PricePoint, ProductHistory
 from ..util import as_utc
-from .tables import AlertRow, HistoryRow, SnapshotRow, WatchStateRow, product_from_json
+from .tables import (
+    AlertRow,
+    HistoryRow,
+    SnapshotRow,
+    WatchStateRow,
+    product_from_json,
+    product_from_snapshot,
+)
 
 
 class HistoryStore:
@@ -99,7 +106,7 @@ class HistoryStore:
         return ProductHistory(
             product_id=product_id,
             points=points,
-            product=None if latest is None else _product(latest),
+            product=None if latest is None else product_from_snapshot(latest),
             polled_until=None if polled is None else as_utc(polled),
         )
 
@@ -140,25 +147,3 @@ class HistoryStore:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _product(row: SnapshotRow) -> Product:
-    def dec(value: str | None) -> Decimal | None:
-        return None if value is None else Decimal(value)
-
-    return Product(
-        id=row.product_id,
-        title=row.title,
-        url=row.url,
-        image_url=row.image_url,
-        currency=row.currency,
-        price=dec(row.price),
-        original_price=dec(row.original_price),
-        discount_percent=row.discount_percent,
-        sold=row.sold,
-        rating=dec(row.rating),
-        reviews=row.reviews,
-        rank=row.rank,
-        shop_id=row.shop_id,
-        shop_name=row.shop_name,
-    )

@@ -57,36 +57,27 @@ class InstanceStore:
                 )
             )
 
-    def set_serves_bot(self, flag: bool) -> None:
-        """Mark this instance as the one answering the Telegram bot (or no longer)."""
-        i = InstanceRow.__table__.c
+    def _set_mine(self, **values: Any) -> None:
+        """Write ``values`` to this instance's row."""
         with self.session() as s, s.begin():
             s.connection().execute(
                 update(InstanceRow.__table__)
-                .where(i.id == self.instance_id)
-                .values(serves_bot=flag)
+                .where(InstanceRow.__table__.c.id == self.instance_id)
+                .values(**values)
             )
+
+    def set_serves_bot(self, flag: bool) -> None:
+        """Mark this instance as the one answering the Telegram bot (or no longer)."""
+        self._set_mine(serves_bot=flag)
 
     def set_config_loaded(self, at: datetime) -> None:
         """When this daemon (re)loaded the config it runs: ``watcher status`` shows it."""
-        i = InstanceRow.__table__.c
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(InstanceRow.__table__)
-                .where(i.id == self.instance_id)
-                .values(config_loaded_at=as_utc(at))
-            )
+        self._set_mine(config_loaded_at=as_utc(at))
 
     def set_poll_workers(self, worker_ids: Iterable[int]) -> None:
         """Name this instance's job-queue workers (cluster mode): once the instance is known
         dead, the jobs they held are retried at once, not after the workers' heartbeat."""
-        i = InstanceRow.__table__.c
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(InstanceRow.__table__)
-                .where(i.id == self.instance_id)
-                .values(poll_workers=",".join(str(w) for w in sorted(worker_ids)) or None)
-            )
+        self._set_mine(poll_workers=",".join(str(w) for w in sorted(worker_ids)) or None)
 
     def dead_poll_workers(self, now: datetime | None = None) -> list[int]:
         """The job-queue workers of instances that are gone, told the way
@@ -133,13 +124,7 @@ class InstanceStore:
         return out
 
     def heartbeat(self, now: datetime | None = None) -> None:
-        i = InstanceRow.__table__.c
-        with self.session() as s, s.begin():
-            s.connection().execute(
-                update(InstanceRow.__table__)
-                .where(i.id == self.instance_id)
-                .values(heartbeat_at=as_utc(now or utcnow()))
-            )
+        self._set_mine(heartbeat_at=as_utc(now or utcnow()))
 
     def end_instance(self, now: datetime | None = None) -> None:
         """A clean exit: hand back whatever this instance still holds, and sign off."""

@@ -265,6 +265,14 @@ def snapshot_values(watch_id: str, t: Tracked, now: datetime) -> dict[str, Any]:
     }
 
 
+def product_from_snapshot(row: SnapshotRow) -> Product:
+    """A snapshot row's product (its decimals stored as their exact text)."""
+    values = {f: getattr(row, f) for f in Product.__dataclass_fields__ if f != "id"}
+    for k in ("price", "original_price", "rating"):
+        values[k] = _dec(values[k])
+    return Product(row.product_id, **values)
+
+
 def product_from_json(d: Mapping[str, Any] | None) -> Product | None:
     if d is None:
         return None

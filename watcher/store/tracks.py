@@ -15,12 +15,11 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from ..models import Product, Tracked
+from ..models import Tracked
 from ..rules.tracks import Track
 from ..util import as_utc, utcnow
-from .tables import SnapshotRow, TrackRow, decimal_str, track_from_row
+from .tables import SnapshotRow, TrackRow, decimal_str, product_from_snapshot, track_from_row
 
-_DECIMALS = ("price", "original_price", "rating")
 _CHUNK = 500  # watch ids per lookup: well below every backend's limit on bound parameters
 
 
@@ -68,15 +67,6 @@ def move_tracks(conn: Connection, channel: str, old: int, new: int) -> None:
             conn.execute(delete(q).where(q.c.id == track_id))
         else:
             conn.execute(update(q).where(q.c.id == track_id).values(chat_id=new))
-
-
-def _product(row: SnapshotRow) -> Tracked:
-    fields = (f for f in Product.__dataclass_fields__ if f != "id")
-    values: dict[str, Any] = {f: getattr(row, f) for f in fields}
-    for f in _DECIMALS:
-        if values[f] is not None:
-            values[f] = Decimal(values[f])
-    return Tracked(Product(row.product_id, **values), present=row.present, missed=row.missed)
 
 
 class TrackStore:
@@ -174,5 +164,12 @@ class TrackStore:
                     .where(SnapshotRow.watch_id.in_(watches[i : i + _CHUNK]))  # type: ignore[attr-defined]
                     .where(SnapshotRow.product_id.in_(products))  # type: ignore[attr-defined]
                 ).scalars()
-                out.update({(r.watch_id, r.product_id): _product(r) for r in rows})
+                out.update(
+                    {
+                        (r.watch_id, r.product_id): Tracked(
+                            product_from_snapshot(r), present=r.present, missed=r.missed
+                        )
+                        for r in rows
+                    }
+                )
         return out
