@@ -83,9 +83,15 @@ class RuleKind:
         return {key: given.get(key, p.default) for key, p in self.params.items()}
 
 
+def cheaper(price: Decimal | None, than: Decimal | None) -> bool:
+    """Strictly cheaper than at the last alert: what lets a repeat through a cooldown (a
+    rule's and a track's alike)."""
+    return price is not None and than is not None and price < than
+
+
 def lower_price(last: Product, product: Product) -> bool:
     """The ``better`` of the price kinds: strictly cheaper than at the last alert."""
-    return last.price is not None and product.price is not None and product.price < last.price
+    return cheaper(product.price, last.price)
 
 
 def price_values(previous: Product | None, product: Product) -> tuple[Value, Value]:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from watcher.models import Change, EventKind, Product
+from watcher.rules.base import cheaper
 
 BELOW = "below"
 DROP = "drop"
@@ -136,7 +137,7 @@ def _cooling_down(track: Track, price: Decimal | None, now: datetime, cooldown: 
     last, at = track.alerted_price, track.alerted_at
     if at is None or now - at >= cooldown:
         return False
-    return last is None or price is None or price >= last
+    return not cheaper(price, last)
 
 
 __all__ = [
